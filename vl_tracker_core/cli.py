@@ -1,0 +1,255 @@
+"""The ``vl-tracker`` command. Each subcommand imports what it needs only when it runs."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+log = logging.getLogger("vl_tracker")
+
+
+class UserError(Exception):
+    """A mistake in the command line or its inputs: printed as one line, exit code 2."""
+
+
+# ---------------------------------------------------------------- make-synthetic
+def _add_make_synthetic(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "make-synthetic",
+        help="write synthetic vision-language tracking sequences in LaSOT layout",
+        description="Render sequences of the synthetic world (cluttered scenes, distractors sharing shape or colour, "
+        "occlusions, out-of-view episodes) with descriptions, in LaSOT layout. Either a split with sizes and "
+        "a seed, or a fixed benchmark by name (--benchmark synth-test).",
+    )
+    p.add_argument("--out", type=Path, required=True, help="output folder (one sub-folder per sequence)")
+    p.add_argument("--split", choices=("train", "val", "test"), default="train")
+    p.add_argument("--sequences", type=int, default=10, help="number of sequences (default 10)")
+    p.add_argument("--frames", type=int, default=300, help="frames per sequence (default 300)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--width", type=int, default=640)
+    p.add_argument("--height", type=int, default=480)
+    p.add_argument("--paraphrases", choices=("seen", "unseen"), default=None,
+                   help="sentence templates and synonyms: 'seen' (training set) or 'unseen' (held out); "
+                   "default seen for train/val, unseen for test")
+    p.add_argument("--benchmark", default=None,
+                   help="write a fixed benchmark split instead (synth-test, synth-test-seen, synth-val); "
+                   "ignores the size and seed options")
+    p.set_defaults(run=_run_make_synthetic)
+
+
+def _run_make_synthetic(args: argparse.Namespace) -> None:
+    from vl_tracker_core.data.synthetic import BENCHMARKS, make_benchmark, make_synthetic
+
+    if args.benchmark:
+        if args.benchmark not in BENCHMARKS:
+            raise UserError(f"unknown benchmark {args.benchmark!r}; choose from {', '.join(BENCHMARKS)}")
+        paths = make_benchmark(args.benchmark, args.out)
+    else:
+        if args.sequences < 1 or args.frames < 2:
+            raise UserError("--sequences must be >= 1 and --frames >= 2")
+        if args.width < 64 or args.height < 64:
+            raise UserError("--width and --height must be at least 64 pixels")
+        paths = make_synthetic(args.out, args.split, args.sequences, args.frames, args.seed,
+                               width=args.width, height=args.height, paraphrases=args.paraphrases)
+    print(f"wrote {len(paths)} sequences to {args.out}")
+
+
+# ---------------------------------------------------------------- eval / score
+def _add_eval(sub: argparse._SubParsersAction) -> None:
+    from vl_tracker_core.trackers.registry import TRACKERS
+
+    p = sub.add_parser(
+        "eval",
+        help="run a tracker over a LaSOT/TNL2K/OTB-layout dataset and score it",
+        description="Runs a fresh tracker on every sequence, writes OUT/results/<seq>.txt (x,y,w,h per frame, "
+        "nan where no box), OUT/results/<seq>_state.txt, OUT/report.json, OUT/report.md and success/precision "
+        "plots. Sequences that fail are listed in the report; the rest are still evaluated.",
+    )
+    p.add_argument("--tracker", required=True, choices=sorted(TRACKERS))
+    p.add_argument("--variant", default=None, help="tracker variant (ablation), where the tracker has them")
+    p.add_argument("--dataset", type=Path, required=True, help="a dataset folder or a single sequence folder")
+    p.add_argument("--out", type=Path, required=True)
+    p.add_argument("--init", choices=("auto", "nl", "bb", "nl+bb"), default="auto",
+                   help="start from the description (nl), the first ground-truth box (bb) or both; "
+                   "auto: the box for trackers that need one, otherwise the description alone")
+    p.add_argument("--shard", default=None, help="i/n: evaluate every n-th sequence starting at i (0-based)")
+    p.add_argument("--backend", default=None,
+                   help="inference backend for learned trackers (torch, onnxruntime, tensorrt)")
+    p.add_argument("--model", type=Path, default=None, help="checkpoint folder for learned trackers (default: shipped)")
+    p.set_defaults(run=_run_eval)
+
+    s = sub.add_parser(
+        "score",
+        help="score existing result files (e.g. several shards) against a dataset",
+        description="Reads <seq>.txt (and <seq>_state.txt when present) from each results folder and writes the "
+        "same report as eval. Works for any pytracking-style results folder.",
+    )
+    s.add_argument("--dataset", type=Path, required=True)
+    s.add_argument("--results", type=Path, nargs="+", required=True, help="one or more results folders")
+    s.add_argument("--out", type=Path, required=True)
+    s.add_argument("--title", default="results")
+    s.set_defaults(run=_run_score)
+
+
+def _run_eval(args: argparse.Namespace) -> None:
+    from vl_tracker_core.eval.runner import evaluate, parse_shard
+    from vl_tracker_core.trackers.registry import create_tracker
+
+    try:
+        shard = parse_shard(args.shard)
+    except ValueError as exc:
+        raise UserError(str(exc)) from None
+    if not args.dataset.exists():
+        raise UserError(f"dataset folder {args.dataset} does not exist")
+    options = {k: v for k, v in (("backend", args.backend), ("model", args.model)) if v is not None}
+    create_tracker(args.tracker, args.variant, **options)  # fail fast on a bad variant or model
+    title = args.tracker + (f"-{args.variant}" if args.variant else "")
+    report = evaluate(lambda: create_tracker(args.tracker, args.variant, **options), args.dataset, args.out,
+                      title=title, init=args.init, shard=shard)
+    _print_summary(report, args.out)
+
+
+def _run_score(args: argparse.Namespace) -> None:
+    from vl_tracker_core.eval.runner import score_results
+
+    report = score_results(args.results, args.dataset, args.out, args.title)
+    _print_summary(report, args.out)
+
+
+def _print_summary(report: dict, out: Path) -> None:
+    for err in report.get("errors", []):
+        print(f"warning: {err}", file=sys.stderr)
+    if not report.get("sequences"):
+        raise UserError("no sequence could be evaluated (see the warnings above)")
+    print(f"{report['title']}: {report['sequences']} sequences, AUC {report['auc']:.3f}, "
+          f"P@20 {report['precision']:.3f}, NP {report['norm_precision']:.3f}, LT-F {report['lt_f']:.3f}, "
+          f"{report['fps']:.1f} fps")
+    print(f"report: {out / 'report.md'}")
+
+
+# ---------------------------------------------------------------- train
+def _add_train(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "train",
+        help="train the joint grounding-and-tracking network",
+        description="Trains on the synthetic world (default) and/or LaSOT/TNL2K/OTB-Lang-layout folders, validates "
+        "periodically on held-out synthetic scenes, and writes a checkpoint folder (model.safetensors, config.json, "
+        "model_card.json, MODEL_CARD.md). Re-running with the same --out resumes from the last saved step.",
+    )
+    p.add_argument("--config", default="tiny", help="preset (tiny, base) or a config.json path")
+    p.add_argument("--out", type=Path, required=True)
+    p.add_argument("--data", nargs="+", default=["synthetic"],
+                   help="'synthetic' and/or dataset folders (LaSOT/TNL2K/OTB with descriptions); mixed in turn")
+    p.add_argument("--steps", type=int, default=3000)
+    p.add_argument("--batch", type=int, default=32, help="tracking samples per step")
+    p.add_argument("--ground-batch", type=int, default=8, help="grounding samples per step")
+    p.add_argument("--lr", type=float, default=1e-3)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--val-every", type=int, default=500)
+    p.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
+    p.add_argument("--threads", type=int, default=0, help="torch CPU threads (default: torch's choice)")
+    p.add_argument("--text-encoder", default=None, help="transformers model directory (default: the shipped MiniLM)")
+    p.add_argument("--no-resume", action="store_true", help="start from scratch even if OUT has a saved state")
+    p.set_defaults(run=_run_train)
+
+
+def _run_train(args: argparse.Namespace) -> None:
+    import dataclasses
+    import shlex
+
+    import torch
+
+    from vl_tracker_core.models.config import ConfigError, ModelConfig, preset
+    from vl_tracker_core.train.trainer import TrainOptions, train
+
+    try:
+        config = ModelConfig.load(Path(args.config)) if args.config.endswith(".json") else preset(args.config)
+    except ConfigError as exc:
+        raise UserError(str(exc)) from None
+    if args.text_encoder:
+        from vl_tracker_core.models.text import TextEncoder
+
+        hidden = TextEncoder(args.text_encoder, config.max_text_tokens).hidden_size
+        config = dataclasses.replace(config, text_encoder=str(Path(args.text_encoder).resolve()), text_dim=hidden)
+    for d in args.data:
+        if d != "synthetic" and not Path(d).is_dir():
+            raise UserError(f"--data {d}: not 'synthetic' and not a folder")
+    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    options = TrainOptions(out=args.out, config=config, steps=args.steps, track_batch=args.batch,
+                           ground_batch=args.ground_batch, lr=args.lr, seed=args.seed, data=tuple(args.data),
+                           val_every=args.val_every, device=device, threads=args.threads,
+                           resume=not args.no_resume,
+                           command="vl-tracker " + " ".join(shlex.quote(a) for a in sys.argv[1:]))
+    card = train(options)
+    print(json.dumps(card.get("validation", {}), indent=2))
+
+
+# ---------------------------------------------------------------- demo
+def _add_demo(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("demo", help="the main job end to end on a small generated set (what `make demo` runs)",
+                       description="Generates a small synthetic test set and evaluates the trackers on it, "
+                       "printing the metrics table and the output folder.")
+    p.add_argument("--out", type=Path, default=Path("out/demo"))
+    p.add_argument("--sequences", type=int, default=4)
+    p.add_argument("--frames", type=int, default=150)
+    p.set_defaults(run=_run_demo)
+
+
+def _run_demo(args: argparse.Namespace) -> None:
+    from vl_tracker_core.data.synthetic import make_synthetic
+    from vl_tracker_core.eval.runner import evaluate
+    from vl_tracker_core.trackers.registry import create_tracker
+
+    data = args.out / "synthetic"
+    make_synthetic(data, "test", args.sequences, args.frames, seed=2026)
+    rows = []
+    for name in ("csrt", "kcf"):
+        report = evaluate(lambda n=name: create_tracker(n), data, args.out / name, title=name)
+        rows.append((name, report))
+    print()
+    print("| tracker | AUC | P@20 | NP@0.20 | LT-F | fps |")
+    print("|---|---|---|---|---|---|")
+    for name, r in rows:
+        print(f"| {name} | {r['auc']:.3f} | {r['precision']:.3f} | {r['norm_precision']:.3f} | {r['lt_f']:.3f} | "
+              f"{r['fps']:.1f} |")
+    print(f"\noutputs: {args.out.resolve()}")
+
+
+# ---------------------------------------------------------------- main
+_COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [_add_make_synthetic, _add_eval, _add_train, _add_demo]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="vl-tracker",
+        description="Track one object named by a sentence. Run `vl-tracker COMMAND --help` for each command.",
+    )
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for add in _COMMANDS:
+        add(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING,
+                        format="%(levelname)s %(name)s: %(message)s")
+    try:
+        args.run(args)
+    except UserError as exc:
+        print(f"vl-tracker {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

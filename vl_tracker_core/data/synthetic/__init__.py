@@ -1,0 +1,63 @@
+"""Synthetic vision-language tracking world: training data and the synth-* benchmarks."""
+
+from vl_tracker_core.data.synthetic.language import (
+    COLOURS,
+    PATTERNS,
+    RELATIONS,
+    SHAPES,
+    SIZES,
+    SYNONYMS,
+    TEMPLATES,
+    AmbiguousTargetError,
+    Description,
+    canonical_description,
+    describe,
+    describe_structured,
+)
+from vl_tracker_core.data.synthetic.world import (
+    ObjectSpec,
+    ObjectTrack,
+    SceneConfig,
+    SceneSummary,
+    SyntheticScene,
+    summarize,
+)
+from vl_tracker_core.data.synthetic.writer import (
+    BENCHMARKS,
+    iter_scenes,
+    make_benchmark,
+    make_scene,
+    make_synthetic,
+    sequence_name,
+    sequence_seed,
+    write_sequence,
+)
+
+__all__ = [
+    "BENCHMARKS",
+    "COLOURS",
+    "PATTERNS",
+    "RELATIONS",
+    "SHAPES",
+    "SIZES",
+    "SYNONYMS",
+    "TEMPLATES",
+    "AmbiguousTargetError",
+    "Description",
+    "ObjectSpec",
+    "ObjectTrack",
+    "SceneConfig",
+    "SceneSummary",
+    "SyntheticScene",
+    "canonical_description",
+    "describe",
+    "describe_structured",
+    "iter_scenes",
+    "make_benchmark",
+    "make_scene",
+    "make_synthetic",
+    "sequence_name",
+    "sequence_seed",
+    "summarize",
+    "write_sequence",
+]

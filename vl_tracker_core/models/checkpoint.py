@@ -1,0 +1,116 @@
+"""Checkpoints: ``model.safetensors`` + ``config.json`` + ``model_card.json`` (+ ``MODEL_CARD.md``).
+
+Nothing is ever unpickled. Loading is strict: a checkpoint that does not match
+its config fails with the names of the missing, unexpected and mis-shaped tensors.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Any
+
+from vl_tracker_core.models.config import ConfigError, ModelConfig
+
+WEIGHTS = "model.safetensors"
+CONFIG = "config.json"
+CARD = "model_card.json"
+CARD_MD = "MODEL_CARD.md"
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint that is missing, corrupt, or does not match its config."""
+
+
+def shipped_checkpoint_dir(name: str = "tiny") -> Path:
+    return Path(__file__).resolve().parent.parent / "weights" / name
+
+
+def sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def save_checkpoint(net: Any, out_dir: Path, card: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Write weights, config and card; returns the card (with the weights' sha256)."""
+    from safetensors.torch import save_file
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    state = {k: v.detach().cpu().contiguous() for k, v in net.state_dict().items()}
+    tmp = out_dir / (WEIGHTS + ".tmp")
+    save_file(state, str(tmp), metadata={"format": "pt", "config": net.config.name})
+    tmp.replace(out_dir / WEIGHTS)
+    net.config.save(out_dir / CONFIG)
+    card = dict(card or {})
+    card["sha256"] = sha256_file(out_dir / WEIGHTS)
+    card["parameters"] = int(sum(v.numel() for v in state.values()))
+    card["config"] = net.config.to_dict()
+    (out_dir / CARD).write_text(json.dumps(card, indent=2) + "\n")
+    (out_dir / CARD_MD).write_text(render_card(card))
+    return card
+
+
+def render_card(card: dict[str, Any]) -> str:
+    lines = ["# Model card", ""]
+    for key in ("model", "summary", "command", "data", "steps", "samples", "hardware", "wall_time_min",
+                "validation", "sha256", "parameters"):
+        if key in card:
+            value = card[key]
+            if isinstance(value, dict):
+                value = ", ".join(f"{k}: {v:.4g}" if isinstance(v, float) else f"{k}: {v}" for k, v in value.items())
+            lines.append(f"- **{key}**: {value}")
+    lines.append("")
+    return "\n".join(lines)
+
+
+def load_checkpoint(path: Path | str | None = None, device: str = "cpu") -> tuple[Any, dict[str, Any]]:
+    """Build the network from ``path`` (a checkpoint folder; default: the shipped ``tiny``) and load it strictly."""
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    from vl_tracker_core.models.network import JointVLNet
+
+    folder = Path(path) if path is not None else shipped_checkpoint_dir()
+    weights = folder / WEIGHTS
+    if not weights.is_file():
+        raise CheckpointError(f"no {WEIGHTS} in {folder}")
+    try:
+        config = ModelConfig.load(folder / CONFIG)
+    except ConfigError as exc:
+        raise CheckpointError(str(exc)) from None
+    card: dict[str, Any] = {}
+    if (folder / CARD).is_file():
+        card = json.loads((folder / CARD).read_text())
+        expected = card.get("sha256")
+        if expected and expected != sha256_file(weights):
+            raise CheckpointError(f"{weights} does not match the sha256 in its model card (corrupt or replaced)")
+    try:
+        state = load_file(str(weights), device=device)
+    except (SafetensorError, OSError, ValueError) as exc:
+        raise CheckpointError(f"cannot read {weights}: {exc}") from None
+    net = JointVLNet(config)
+    load_state_strict(net, state, str(weights))
+    return net.to(device).eval(), card
+
+
+def load_state_strict(net: Any, state: dict[str, Any], source: str) -> None:
+    """Load ``state`` into ``net``; on any mismatch raise naming every mismatched tensor."""
+    own = net.state_dict()
+    missing = sorted(set(own) - set(state))
+    unexpected = sorted(set(state) - set(own))
+    shapes = sorted(f"{k}: checkpoint {tuple(state[k].shape)} vs model {tuple(own[k].shape)}"
+                    for k in set(own) & set(state) if tuple(own[k].shape) != tuple(state[k].shape))
+    if missing or unexpected or shapes:
+        parts = []
+        if missing:
+            parts.append(f"missing tensors {missing}")
+        if unexpected:
+            parts.append(f"unexpected tensors {unexpected}")
+        if shapes:
+            parts.append(f"shape mismatches {shapes}")
+        raise CheckpointError(f"{source} does not match config {net.config.name!r}: " + "; ".join(parts))
+    net.load_state_dict(state, strict=True)

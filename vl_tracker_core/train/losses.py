@@ -1,0 +1,142 @@
+"""Losses: centre heat map (focal), box (L1 + GIoU), confidence with real negatives,
+and vision-language similarity (per-peak BCE plus an in-batch contrastive term)."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+WEIGHTS = {"heat": 1.0, "l1": 5.0, "giou": 2.0, "conf": 1.0, "sim": 0.5, "nce": 0.5}
+
+
+def heat_targets(boxes: list, size: int, grid: int) -> tuple[Tensor, Tensor, Tensor]:
+    """Gaussian centre maps (B, 1, grid, grid), GT cells (B, 2) long and a presence mask (B,)."""
+    b = len(boxes)
+    stride = size / grid
+    heat = torch.zeros(b, 1, grid, grid)
+    cells = torch.zeros(b, 2, dtype=torch.long)
+    present = torch.zeros(b, dtype=torch.bool)
+    ys, xs = torch.meshgrid(torch.arange(grid, dtype=torch.float32), torch.arange(grid, dtype=torch.float32),
+                            indexing="ij")
+    for i, box in enumerate(boxes):
+        if box is None:
+            continue
+        cx, cy = (box[0] + box[2] / 2) / stride, (box[1] + box[3] / 2) / stride
+        ix, iy = min(int(cx), grid - 1), min(int(cy), grid - 1)
+        sigma = max(0.7, (box[2] * box[3]) ** 0.5 / stride / 5.0)
+        g = torch.exp(-((xs - ix) ** 2 + (ys - iy) ** 2) / (2 * sigma**2))
+        g[iy, ix] = 1.0
+        heat[i, 0] = g
+        cells[i] = torch.tensor([ix, iy])
+        present[i] = True
+    return heat, cells, present
+
+
+def focal_loss(logits: Tensor, target: Tensor) -> Tensor:
+    """CenterNet focal loss; normalised by the number of targets (at least 1)."""
+    pos = target.eq(1.0).float()
+    log_p = F.logsigmoid(logits)
+    log_not_p = F.logsigmoid(-logits)
+    p = logits.sigmoid()
+    pos_loss = -((1 - p) ** 2) * log_p * pos
+    neg_loss = -((1 - target) ** 4) * (p**2) * log_not_p * (1 - pos)
+    return (pos_loss.sum() + neg_loss.sum()) / pos.sum().clamp(min=1.0)
+
+
+def box_xywh_to_xyxy(b: Tensor) -> Tensor:
+    return torch.cat([b[..., :2], b[..., :2] + b[..., 2:]], dim=-1)
+
+
+def pairwise_iou_giou(a: Tensor, b: Tensor) -> tuple[Tensor, Tensor]:
+    """Element-wise IoU and GIoU of xyxy boxes with matching shapes."""
+    tl = torch.maximum(a[..., :2], b[..., :2])
+    br = torch.minimum(a[..., 2:], b[..., 2:])
+    inter = (br - tl).clamp(min=0).prod(-1)
+    area_a = (a[..., 2:] - a[..., :2]).clamp(min=0).prod(-1)
+    area_b = (b[..., 2:] - b[..., :2]).clamp(min=0).prod(-1)
+    union = area_a + area_b - inter
+    iou = inter / union.clamp(min=1e-6)
+    enc = (torch.maximum(a[..., 2:], b[..., 2:]) - torch.minimum(a[..., :2], b[..., :2])).clamp(min=0).prod(-1)
+    return iou, iou - (enc - union) / enc.clamp(min=1e-6)
+
+
+def _gather_cells(t: Tensor, cells: Tensor) -> Tensor:
+    """(B, C, H, W) at cells (B, 2) [x, y] -> (B, C)."""
+    b = torch.arange(t.shape[0])
+    return t[b, :, cells[:, 1], cells[:, 0]]
+
+
+def _cell_index(points: list[tuple[float, float]], stride: float, grid: int) -> list[tuple[int, int]]:
+    return [(min(int(x / stride), grid - 1), min(int(y / stride), grid - 1)) for x, y in points]
+
+
+def compute_losses(out: dict[str, Tensor], boxes: list, distractors: list[list[tuple[float, float]]],
+                   descriptions: list[str], size: int) -> dict[str, Tensor]:
+    """All losses for one batch of one mode; ``boxes`` in input pixels (None = target not in the input)."""
+    grid = out["heat"].shape[-1]
+    stride = size / grid
+    heat_t, cells, present = heat_targets(boxes, size, grid)
+    losses = {"heat": focal_loss(out["heat"], heat_t)}
+    zero = out["heat"].sum() * 0.0
+    gt = torch.tensor([list(b) if b is not None else [0.0, 0.0, 1.0, 1.0] for b in boxes], dtype=torch.float32)
+    if present.any():
+        idx = present.nonzero().squeeze(1)
+        size_p = _gather_cells(out["map_size"], cells)[idx] * size
+        off_p = _gather_cells(out["map_offset"], cells)[idx]
+        centre = (cells[idx].float() + off_p) * stride
+        pred = torch.cat([centre - size_p / 2, size_p], dim=1)
+        target = gt[idx]
+        pred_c = torch.cat([pred[:, :2] + pred[:, 2:] / 2, pred[:, 2:]], dim=1) / size
+        tgt_c = torch.cat([target[:, :2] + target[:, 2:] / 2, target[:, 2:]], dim=1) / size
+        losses["l1"] = F.l1_loss(pred_c, tgt_c)
+        _, giou = pairwise_iou_giou(box_xywh_to_xyxy(pred), box_xywh_to_xyxy(target))
+        losses["giou"] = (1 - giou).mean()
+    else:
+        losses["l1"] = zero
+        losses["giou"] = zero
+    # Confidence: each top-k peak is "right" when present and localised (IoU > 0.5).
+    k = out["boxes"].shape[1]
+    with torch.no_grad():
+        iou, _ = pairwise_iou_giou(box_xywh_to_xyxy(out["boxes"].detach()),
+                                   box_xywh_to_xyxy(gt.unsqueeze(1).expand(-1, k, -1)))
+        conf_label = ((iou > 0.5) & present.unsqueeze(1)).float()
+    losses["conf"] = F.binary_cross_entropy_with_logits(out["conf_logit"], conf_label)
+    # Similarity at the peaks, at the GT cell (positive) and at distractor cells (negatives).
+    net_scale, net_bias = out["sim_scale"], out["sim_bias"]
+    sim_logits = [out["cos"].reshape(-1) * net_scale + net_bias]
+    sim_labels = [conf_label.reshape(-1)]
+    emb = out["map_embed"]
+    text = out["text_emb"]
+    if present.any():
+        idx = present.nonzero().squeeze(1)
+        pos_emb = _gather_cells(emb, cells)[idx]
+        pos_cos = (pos_emb * text[idx]).sum(-1)
+        sim_logits.append(pos_cos * net_scale + net_bias)
+        sim_labels.append(torch.ones_like(pos_cos))
+        # In-batch contrastive: the target's embedding should pick its own sentence.
+        if len(idx) > 1:
+            logits = pos_emb @ text[idx].T / 0.07
+            same = torch.tensor([[descriptions[i] == descriptions[j] for j in idx.tolist()] for i in idx.tolist()])
+            logits = logits.masked_fill(same & ~torch.eye(len(idx), dtype=torch.bool), -1e4)
+            losses["nce"] = F.cross_entropy(logits, torch.arange(len(idx)))
+    neg_b, neg_x, neg_y = [], [], []
+    for i, points in enumerate(distractors):
+        for x, y in _cell_index(points, stride, grid):
+            if present[i] and (x, y) == tuple(cells[i].tolist()):
+                continue
+            neg_b.append(i)
+            neg_x.append(x)
+            neg_y.append(y)
+    if neg_b:
+        nb = torch.tensor(neg_b)
+        neg_cos = (emb[nb, :, torch.tensor(neg_y), torch.tensor(neg_x)] * text[nb]).sum(-1)
+        sim_logits.append(neg_cos * net_scale + net_bias)
+        sim_labels.append(torch.zeros_like(neg_cos))
+    losses["sim"] = F.binary_cross_entropy_with_logits(torch.cat(sim_logits), torch.cat(sim_labels))
+    losses.setdefault("nce", zero)
+    return losses
+
+
+def total_loss(losses: dict[str, Tensor]) -> Tensor:
+    return sum(WEIGHTS[k] * v for k, v in losses.items())
