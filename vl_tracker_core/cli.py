@@ -188,6 +188,46 @@ def _run_train(args: argparse.Namespace) -> None:
     print(json.dumps(card.get("validation", {}), indent=2))
 
 
+# ---------------------------------------------------------------- track
+def _add_track(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "track",
+        help="track the object a sentence names through a video, an image folder or a sequence",
+        description="Grounds the description, tracks, notices when the target is lost and searches the whole frame "
+        "again. Writes OUT/track.mp4 (annotated), OUT/track.csv and OUT/track.json. No ground truth needed.",
+    )
+    p.add_argument("input", type=Path, help="a video file, a folder of images, or a LaSOT/TNL2K/OTB sequence folder")
+    p.add_argument("--text", default=None, help="the description (default: the sequence's nlp.txt/language.txt)")
+    p.add_argument("--init-box", default=None, help="x,y,w,h on the first frame (optional NL+BB start)")
+    p.add_argument("--out", type=Path, required=True)
+    p.add_argument("--variant", default=None, help="full (default), no_switch, ground_every_frame")
+    p.add_argument("--backend", default="torch")
+    p.add_argument("--model", type=Path, default=None, help="checkpoint or export folder (default: shipped tiny)")
+    p.set_defaults(run=_run_track)
+
+
+def _run_track(args: argparse.Namespace) -> None:
+    from vl_tracker_core.boxes import InvalidBoxError, parse_box
+    from vl_tracker_core.models.text import DescriptionError, clean_description
+    from vl_tracker_core.track_video import InputError, open_input, track_input
+    from vl_tracker_core.trackers.registry import create_tracker
+
+    try:
+        source = open_input(args.input)
+        text = clean_description(args.text if args.text is not None else source.description)
+        box = parse_box(args.init_box) if args.init_box else None
+    except (InputError, DescriptionError, InvalidBoxError) as exc:
+        if isinstance(exc, DescriptionError) and args.text is None:
+            raise UserError(f"no description: pass --text (the input has no nlp.txt/language.txt) [{exc}]") from None
+        raise UserError(str(exc)) from None
+    options = {"backend": args.backend, **({"model": args.model} if args.model else {})}
+    tracker = create_tracker("vl", args.variant, **options)
+    summary = track_input(tracker, source, text, args.out, init_box=box)
+    print(f"{summary['frames']} frames, target tracked on {summary['tracked_frames']}, "
+          f"{summary['mean_ms']:.1f} ms/frame; skipped {summary['skipped_frames']} unreadable")
+    print(f"video: {summary['video']}\nper-frame results: {args.out / 'track.csv'}, {args.out / 'track.json'}")
+
+
 # ---------------------------------------------------------------- demo
 def _add_demo(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("demo", help="the main job end to end on a small generated set (what `make demo` runs)",
@@ -220,7 +260,13 @@ def _run_demo(args: argparse.Namespace) -> None:
 
 
 # ---------------------------------------------------------------- main
-_COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [_add_make_synthetic, _add_eval, _add_train, _add_demo]
+_COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [
+    _add_make_synthetic,
+    _add_eval,
+    _add_train,
+    _add_track,
+    _add_demo,
+]
 
 
 def build_parser() -> argparse.ArgumentParser:
