@@ -348,3 +348,21 @@ def test_matches_got10k_report_end_to_end(tmp_path: Path, capsys: pytest.Capture
         f"AUC |diff| {d_auc:.1e}, P@20 |diff| {d_p20:.1e}"
     )
     assert d_auc <= 1e-9 and d_p20 <= 1e-9
+
+
+def test_reacquisition_and_false_box_counts():
+    from vl_tracker_core.eval.metrics import reacquisition_stats
+
+    gt = np.tile([10.0, 10.0, 20.0, 20.0], (40, 1))
+    visible = np.ones(40, bool)
+    visible[5:10] = False  # reappears at 10
+    visible[20:25] = False  # reappears at 25
+    pred = gt.copy()
+    pred[5:10] = np.nan  # honest "absent"
+    pred[20:22] = gt[20:22]  # two false boxes while absent
+    pred[22:40] = np.nan  # not re-acquired after frame 25 (a hit at 25..39 would count)
+    stats = reacquisition_stats(pred, gt, visible)
+    assert stats == {"reappearances": 2, "reacquired": 1, "absent_frames": 10, "false_boxes": 2}
+    late = pred.copy()
+    late[39] = gt[39]  # frame 39 is the 15th frame from 25: still within the window
+    assert reacquisition_stats(late, gt, visible)["reacquired"] == 2

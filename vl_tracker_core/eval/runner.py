@@ -192,7 +192,7 @@ def read_run(results_dir: Path, name: str) -> SequenceRun:
 
 def score_runs(runs: list[SequenceRun], sequences: dict[str, Sequence]) -> dict:
     """Metrics for the whole set, per sequence, and for the sequences with out-of-view events."""
-    inputs, per_seq = [], {}
+    inputs, per_seq, totals = [], {}, {}
     for run in runs:
         seq = sequences[run.name]
         n = min(len(seq.gt), len(run.boxes))
@@ -201,10 +201,13 @@ def score_runs(runs: list[SequenceRun], sequences: dict[str, Sequence]) -> dict:
                         len(run.boxes), len(seq.gt), n)
         m = M.evaluate_sequence(run.boxes[:n], seq.gt[:n], seq.visible[:n], run.confidence[:n], name=run.name)
         inputs.append(m)
+        counts = M.reacquisition_stats(run.boxes[:n], seq.gt[:n], seq.visible[:n])
+        for key, value in counts.items():
+            totals[key] = totals.get(key, 0) + value
         per_seq[run.name] = {
             "frames": n, "auc": m.auc, "precision": m.precision, "norm_precision": m.norm_precision,
             "op50": m.op50, "lt_precision": m.lt_precision, "lt_recall": m.lt_recall, "fps": run.fps,
-            "out_of_view_events": seq.out_of_view_events, "frame_errors": len(run.errors),
+            "out_of_view_events": seq.out_of_view_events, "frame_errors": len(run.errors), **counts,
         }
     report: dict = {"sequences": len(runs)}
     if not runs:
@@ -215,6 +218,12 @@ def score_runs(runs: list[SequenceRun], sequences: dict[str, Sequence]) -> dict:
     report.update(_summary(overall))
     report["fps"] = frames / (total_ms / 1000.0) if total_ms > 0 else float("nan")
     report["frames"] = frames
+    # Share of reappearances re-acquired within 15 frames, and of absent frames with a (false) box.
+    report["reacquisition_rate"] = (totals["reacquired"] / totals["reappearances"]
+                                    if totals.get("reappearances") else float("nan"))
+    report["false_box_rate"] = (totals["false_boxes"] / totals["absent_frames"]
+                                if totals.get("absent_frames") else float("nan"))
+    report.update({f"total_{k}": v for k, v in totals.items()})
     report["curves"] = {
         "success": list(map(float, overall.success_curve)),
         "precision": list(map(float, overall.precision_curve)),
@@ -249,10 +258,12 @@ def format_markdown(report: dict, title: str) -> str:
     if not report.get("sequences"):
         return "\n".join(lines + ["No sequence was evaluated.", ""])
     lines += [
-        "| sequences | frames | AUC | P@20 | NP@0.20 | OP50 | OP75 | LT-Pr | LT-Re | LT-F | fps |",
-        "|---|---|---|---|---|---|---|---|---|---|---|",
+        "| sequences | frames | AUC | P@20 | NP@0.20 | OP50 | OP75 | LT-Pr | LT-Re | LT-F | re-acq@15 | false-box "
+        "| fps |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
         "| {sequences} | {frames} | {auc:.3f} | {precision:.3f} | {norm_precision:.3f} | {op50:.3f} | {op75:.3f} | "
-        "{lt_precision:.3f} | {lt_recall:.3f} | {lt_f:.3f} | {fps:.1f} |".format(**report),
+        "{lt_precision:.3f} | {lt_recall:.3f} | {lt_f:.3f} | {reacquisition_rate:.3f} | {false_box_rate:.3f} | "
+        "{fps:.1f} |".format(**report),
         "",
     ]
     if "out_of_view_subset" in report:
