@@ -366,3 +366,17 @@ def test_reacquisition_and_false_box_counts():
     late = pred.copy()
     late[39] = gt[39]  # frame 39 is the 15th frame from 25: still within the window
     assert reacquisition_stats(late, gt, visible)["reacquired"] == 2
+
+
+def test_roc_auc_matches_the_pairwise_definition():
+    from vl_tracker_core.eval.metrics import roc_auc
+
+    rng = np.random.default_rng(0)
+    scores = np.round(rng.random(300), 1)  # many ties
+    labels = rng.random(300) < 0.4
+    pos, neg = scores[labels], scores[~labels]
+    wins = (pos[:, None] > neg[None, :]).sum() + 0.5 * (pos[:, None] == neg[None, :]).sum()
+    pairwise = wins / (len(pos) * len(neg))
+    assert roc_auc(scores, labels) == pytest.approx(pairwise, abs=1e-12)
+    assert roc_auc([0.1, 0.9], [False, True]) == 1.0
+    assert np.isnan(roc_auc([0.5, 0.6], [True, True]))

@@ -131,6 +131,40 @@ def _print_summary(report: dict, out: Path) -> None:
     print(f"report: {out / 'report.md'}")
 
 
+def _add_sweep(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "sweep",
+        help="choose the tracker's switch thresholds on a validation set",
+        description="Runs the vl tracker for every combination of the given parameter values and writes "
+        "OUT/sweep.md and OUT/sweep.json, marking the best by the objective. Use a validation set (synth-val), "
+        "never the test set.",
+    )
+    p.add_argument("--dataset", type=Path, required=True)
+    p.add_argument("--out", type=Path, required=True)
+    p.add_argument("--grid", nargs="+", required=True, metavar="NAME=V1,V2",
+                   help="parameter values, e.g. lost_threshold=0.3,0.4 accept_threshold=0.5,0.6")
+    p.add_argument("--set", nargs="*", default=[], metavar="NAME=V", help="fixed overrides for every run")
+    p.add_argument("--max-sequences", type=int, default=None)
+    p.add_argument("--objective", default="auc+lt_f", choices=("auc", "lt_f", "auc+lt_f"))
+    p.add_argument("--backend", default="torch")
+    p.set_defaults(run=_run_sweep)
+
+
+def _run_sweep(args: argparse.Namespace) -> None:
+    from vl_tracker_core.eval.sweep import parse_grid, run_sweep
+
+    try:
+        grid = parse_grid(args.grid)
+        fixed = {k: v[0] for k, v in parse_grid(args.set).items()}
+    except ValueError as exc:
+        raise UserError(str(exc)) from None
+    if not args.dataset.exists():
+        raise UserError(f"dataset folder {args.dataset} does not exist")
+    result = run_sweep(args.dataset, args.out, grid, fixed, args.max_sequences, args.objective, args.backend)
+    print(f"best: {result['best']}")
+    print(f"table: {args.out / 'sweep.md'}")
+
+
 # ---------------------------------------------------------------- train
 def _add_train(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
@@ -144,12 +178,12 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", type=Path, required=True)
     p.add_argument("--data", nargs="+", default=["synthetic"],
                    help="'synthetic' and/or dataset folders (LaSOT/TNL2K/OTB with descriptions); mixed in turn")
-    p.add_argument("--steps", type=int, default=3000)
+    p.add_argument("--steps", type=int, default=2400)
     p.add_argument("--batch", type=int, default=32, help="tracking samples per step")
-    p.add_argument("--ground-batch", type=int, default=8, help="grounding samples per step")
+    p.add_argument("--ground-batch", type=int, default=12, help="grounding samples per step")
     p.add_argument("--lr", type=float, default=1e-3)
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--val-every", type=int, default=500)
+    p.add_argument("--val-every", type=int, default=300)
     p.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
     p.add_argument("--threads", type=int, default=0, help="torch CPU threads (default: torch's choice)")
     p.add_argument("--text-encoder", default=None, help="transformers model directory (default: the shipped MiniLM)")
@@ -259,13 +293,138 @@ def _run_demo(args: argparse.Namespace) -> None:
     print(f"\noutputs: {args.out.resolve()}")
 
 
+# ---------------------------------------------------------------- export / build-engine / bench
+def _add_export(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "export",
+        help="export a checkpoint to ONNX (text encoder, template, grounding and tracking graphs)",
+        description="Writes text.onnx, template.onnx, ground.onnx and track.onnx with static shapes, the tokenizer "
+        "files (tokenizer/) and manifest.json (names, shapes, dtypes, opset, sha256 of the weights and of every "
+        "graph, model config). Batch norm is folded first. Every graph is checked against torch with onnxruntime. "
+        "Without --out the export goes where the onnxruntime/tensorrt backends look for it by default "
+        "($VL_TRACKER_CACHE or ~/.cache/vl_tracker, export/<weights sha256[:16]>/), so they never export at "
+        "start-up.",
+    )
+    p.add_argument("--out", type=Path, default=None, help="output folder (default: the runtime cache location)")
+    p.add_argument("--model", type=Path, default=None, help="checkpoint folder (default: the shipped weights)")
+    p.add_argument("--opset", type=int, default=17, help="ONNX opset (default 17)")
+    p.add_argument("--exporter", choices=("auto", "legacy", "dynamo"), default="auto",
+                   help="torch.onnx exporter: auto tries the TorchScript one (dynamo=False), then torch.export")
+    p.set_defaults(run=_run_export)
+
+
+def _run_export(args: argparse.Namespace) -> None:
+    from vl_tracker_core.engines.artifacts import ExportError, default_export_dir, is_checkpoint_dir
+    from vl_tracker_core.models.checkpoint import CheckpointError
+
+    if args.model is not None and not is_checkpoint_dir(args.model):
+        raise UserError(f"--model {args.model} is not a checkpoint folder (model.safetensors + config.json)")
+    try:
+        out = args.out if args.out is not None else default_export_dir(args.model)
+        if out.exists() and not out.is_dir():
+            raise UserError(f"--out {out} exists and is not a folder")
+        from vl_tracker_core.engines.export import export_model
+
+        manifest = export_model(out, args.model, opset=args.opset, exporter=args.exporter, progress=print)
+    except (ExportError, CheckpointError) as exc:
+        raise UserError(str(exc)) from None
+    print(f"weights sha256 {manifest['weights_sha256'][:16]}..., opset {manifest['opset']}: {out}")
+
+
+def _add_build_engine(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "build-engine",
+        help="prebuild the TensorRT engines of an export (so no build happens on the first frame)",
+        description="Builds (or checks) one TensorRT engine per exported graph into the engine cache. Engines are "
+        "keyed by the weights sha256, TensorRT version, GPU name and precision; a stale, corrupt or foreign engine "
+        "is rebuilt. Needs TensorRT 10 and an NVIDIA GPU.",
+    )
+    p.add_argument("--export", type=Path, default=None,
+                   help="export folder, or a checkpoint folder (default: the shipped weights' export, made if "
+                   "missing)")
+    p.add_argument("--precision", choices=("fp16", "fp32"), default="fp16",
+                   help="precision of the per-frame graphs (the text encoder is always fp32); default fp16")
+    p.add_argument("--cache", type=Path, default=None,
+                   help="engine cache folder (default: $VL_TRACKER_CACHE/tensorrt or ~/.cache/vl_tracker/tensorrt)")
+    p.add_argument("--rebuild", action="store_true", help="rebuild even when a valid cached engine exists")
+    p.set_defaults(run=_run_build_engine)
+
+
+def _run_build_engine(args: argparse.Namespace) -> None:
+    import time
+
+    from vl_tracker_core.engines.artifacts import ExportError
+    from vl_tracker_core.engines.tensorrt_engine import build_engines, import_tensorrt
+
+    if args.export is not None and not args.export.is_dir():
+        raise UserError(f"--export {args.export} is not a folder")
+    try:
+        import_tensorrt()
+    except RuntimeError as exc:
+        raise UserError(str(exc)) from None
+    # Building is the point of this command: show the build messages even without -v.
+    logging.getLogger("vl_tracker_core").setLevel(logging.INFO)
+    start = time.perf_counter()
+    try:
+        files = build_engines(args.export, precision=args.precision, cache_dir=args.cache, rebuild=args.rebuild)
+    except ExportError as exc:
+        raise UserError(str(exc)) from None
+    for graph, path in files.items():
+        print(f"{graph}: {path}")
+    print(f"TensorRT {args.precision} engines ready in {time.perf_counter() - start:.1f} s")
+
+
+def _add_bench(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "bench",
+        help="per-stage latency, speed-up and memory of each backend",
+        description="Runs the tracker over a generated 640x480 sequence once per backend, each in a fresh process, "
+        "and prints median milliseconds per stage (image conversion, preprocessing, text encoding, grounding, "
+        "tracking, postprocessing, total), speed-ups over torch, peak RSS and whether torch was imported. "
+        "A backend that cannot run here is reported as unavailable with the reason.",
+    )
+    p.add_argument("--backends", default="torch,onnxruntime,tensorrt",
+                   help="comma-separated backends (default: torch,onnxruntime,tensorrt)")
+    p.add_argument("--frames", type=int, default=200, help="timed frames per backend (default 200)")
+    p.add_argument("--threads", type=int, default=2, help="CPU threads for torch and onnxruntime (default 2)")
+    p.add_argument("--model", type=Path, default=None,
+                   help="checkpoint or export folder (default: the shipped weights)")
+    p.add_argument("--json", type=Path, default=None, help="also write the results as JSON to this file")
+    p.set_defaults(run=_run_bench)
+
+
+def _run_bench(args: argparse.Namespace) -> None:
+    from vl_tracker_core.engines import BACKENDS
+    from vl_tracker_core.engines.artifacts import ExportError
+    from vl_tracker_core.engines.bench import run_bench
+
+    backends = [b.strip() for b in args.backends.split(",") if b.strip()]
+    unknown = [b for b in backends if b not in BACKENDS]
+    if unknown or not backends:
+        raise UserError(f"--backends {args.backends!r}: choose from {', '.join(BACKENDS)}")
+    if args.frames < 5:
+        raise UserError("--frames must be at least 5")
+    if args.threads < 1:
+        raise UserError("--threads must be at least 1")
+    if args.model is not None and not args.model.is_dir():
+        raise UserError(f"--model {args.model} is not a folder")
+    try:
+        run_bench(backends, args.frames, args.model, args.threads, args.json)
+    except ExportError as exc:
+        raise UserError(str(exc)) from None
+
+
 # ---------------------------------------------------------------- main
 _COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [
     _add_make_synthetic,
     _add_eval,
+    _add_sweep,
     _add_train,
     _add_track,
     _add_demo,
+    _add_export,
+    _add_build_engine,
+    _add_bench,
 ]
 
 

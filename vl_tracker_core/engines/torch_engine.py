@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 from pathlib import Path
 
 import numpy as np
@@ -10,25 +11,31 @@ from torch import nn
 
 from vl_tracker_core.engines.base import Peaks, TextFeatures, image_to_nchw, peaks_from_outputs
 from vl_tracker_core.models.checkpoint import load_checkpoint
-from vl_tracker_core.models.network import GroundGraph, TrackGraph
+from vl_tracker_core.models.network import NORM_MODES, GroundGraph, ModeBatchNorm2d, TrackGraph
 from vl_tracker_core.models.text import TextEncoder, clean_description
 
 
-def fold_batchnorm(module: nn.Module) -> nn.Module:
-    """Fold every Conv2d followed by BatchNorm2d (inside a Sequential) into the conv: same outputs, fewer ops."""
+def fold_batchnorm(module: nn.Module, mode: str) -> nn.Module:
+    """Fold every Conv2d followed by batch norm (inside a Sequential) into the conv, using the running
+    statistics of ``mode`` (template, search or ground): same outputs for that kind of input, fewer ops.
+
+    Works in place; fold a copy per mode (the three kinds of input need different statistics).
+    """
     for child in module.children():
-        fold_batchnorm(child)
+        fold_batchnorm(child, mode)
     if isinstance(module, nn.Sequential):
         layers = list(module)
         for i in range(len(layers) - 1):
             conv, bn = layers[i], layers[i + 1]
-            if isinstance(conv, nn.Conv2d) and isinstance(bn, nn.BatchNorm2d):
-                scale = bn.weight / torch.sqrt(bn.running_var + bn.eps)
+            if isinstance(conv, nn.Conv2d) and isinstance(bn, (nn.BatchNorm2d, ModeBatchNorm2d)):
+                running_mean, running_var = (bn.stats(mode) if isinstance(bn, ModeBatchNorm2d)
+                                             else (bn.running_mean, bn.running_var))
+                scale = bn.weight / torch.sqrt(running_var + bn.eps)
                 fused = nn.Conv2d(conv.in_channels, conv.out_channels, conv.kernel_size, conv.stride, conv.padding,
                                   conv.dilation, conv.groups, bias=True)
                 fused.weight.data = conv.weight.data * scale.view(-1, 1, 1, 1)
-                bias = conv.bias.data if conv.bias is not None else torch.zeros_like(bn.running_mean)
-                fused.bias.data = (bias - bn.running_mean) * scale + bn.bias
+                bias = conv.bias.data if conv.bias is not None else torch.zeros_like(running_mean)
+                fused.bias.data = (bias - running_mean) * scale + bn.bias
                 module[i] = fused
                 module[i + 1] = nn.Identity()
     return module
@@ -44,9 +51,10 @@ class TorchEngine:
         net, self.card = load_checkpoint(model, device="cpu")
         self.config = net.config
         with torch.no_grad():
-            self.net = fold_batchnorm(net).to(self.device).eval()
-        self._track = TrackGraph(self.net)
-        self._ground = GroundGraph(self.net)
+            # One folded copy per kind of input: each uses its own batch-norm statistics.
+            self.nets = {m: fold_batchnorm(copy.deepcopy(net), m).to(self.device).eval() for m in NORM_MODES}
+        self._track = TrackGraph(self.nets["search"])
+        self._ground = GroundGraph(self.nets["ground"])
         self.text_encoder = TextEncoder(self.config.text_encoder, self.config.max_text_tokens)
 
     def encode_text(self, description: str) -> TextFeatures:
@@ -59,7 +67,8 @@ class TorchEngine:
 
     @torch.inference_mode()
     def encode_template(self, text: TextFeatures, template: np.ndarray) -> np.ndarray:
-        tokens = self.net.encode_template(self._t(text.tokens), self._t(text.mask), self._t(image_to_nchw(template)))
+        tokens = self.nets["template"].encode_template(self._t(text.tokens), self._t(text.mask),
+                                                       self._t(image_to_nchw(template)))
         return tokens.cpu().numpy()
 
     @torch.inference_mode()

@@ -370,3 +370,16 @@ def reacquisition_stats(pred: np.ndarray, gt: np.ndarray, visible: np.ndarray, w
     absent = ~visible
     return {"reappearances": len(reappear), "reacquired": int(reacquired), "absent_frames": int(absent.sum()),
             "false_boxes": int((absent & has_box).sum())}
+
+
+def roc_auc(scores: np.ndarray, labels: np.ndarray) -> float:
+    """Area under the ROC curve (Mann-Whitney rank statistic; ties get half credit). NaN without both classes."""
+    scores, labels = np.asarray(scores, float).reshape(-1), np.asarray(labels, bool).reshape(-1)
+    n_pos = int(labels.sum())
+    n_neg = len(labels) - n_pos
+    if n_pos == 0 or n_neg == 0:
+        return float("nan")
+    _, inverse, counts = np.unique(scores, return_inverse=True, return_counts=True)
+    average_rank = np.cumsum(counts) - (counts - 1) / 2.0  # 1-based mean rank of each distinct value
+    ranks = average_rank[inverse]
+    return float((ranks[labels].sum() - n_pos * (n_pos + 1) / 2.0) / (n_pos * n_neg))

@@ -193,6 +193,8 @@ def read_run(results_dir: Path, name: str) -> SequenceRun:
 def score_runs(runs: list[SequenceRun], sequences: dict[str, Sequence]) -> dict:
     """Metrics for the whole set, per sequence, and for the sequences with out-of-view events."""
     inputs, per_seq, totals = [], {}, {}
+    roc_scores: list[np.ndarray] = []
+    roc_labels: list[np.ndarray] = []
     for run in runs:
         seq = sequences[run.name]
         n = min(len(seq.gt), len(run.boxes))
@@ -202,6 +204,9 @@ def score_runs(runs: list[SequenceRun], sequences: dict[str, Sequence]) -> dict:
         m = M.evaluate_sequence(run.boxes[:n], seq.gt[:n], seq.visible[:n], run.confidence[:n], name=run.name)
         inputs.append(m)
         counts = M.reacquisition_stats(run.boxes[:n], seq.gt[:n], seq.visible[:n])
+        # Confidence should be high exactly when the target is there and the reported box is on it.
+        roc_scores.append(run.confidence[:n])
+        roc_labels.append(np.nan_to_num(m.iou, nan=0.0) > 0.5)
         for key, value in counts.items():
             totals[key] = totals.get(key, 0) + value
         per_seq[run.name] = {
@@ -224,6 +229,7 @@ def score_runs(runs: list[SequenceRun], sequences: dict[str, Sequence]) -> dict:
     report["false_box_rate"] = (totals["false_boxes"] / totals["absent_frames"]
                                 if totals.get("absent_frames") else float("nan"))
     report.update({f"total_{k}": v for k, v in totals.items()})
+    report["confidence_roc_auc"] = M.roc_auc(np.concatenate(roc_scores), np.concatenate(roc_labels))
     report["curves"] = {
         "success": list(map(float, overall.success_curve)),
         "precision": list(map(float, overall.precision_curve)),

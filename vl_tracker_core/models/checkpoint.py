@@ -57,7 +57,7 @@ def save_checkpoint(net: Any, out_dir: Path, card: dict[str, Any] | None = None)
 def render_card(card: dict[str, Any]) -> str:
     lines = ["# Model card", ""]
     for key in ("model", "summary", "command", "data", "steps", "samples", "hardware", "wall_time_min",
-                "validation", "sha256", "parameters"):
+                "validation", "notes", "sha256", "parameters"):
         if key in card:
             value = card[key]
             if isinstance(value, dict):

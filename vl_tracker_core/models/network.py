@@ -34,16 +34,61 @@ _MEAN = (0.485, 0.456, 0.406)
 _STD = (0.229, 0.224, 0.225)
 
 
+NORM_MODES = ("template", "search", "ground")
+
+
+class ModeBatchNorm2d(nn.Module):
+    """Batch norm with one set of running statistics per kind of input.
+
+    The same convolutions see template crops, search crops and whole letterboxed
+    frames, whose statistics differ. Training normalises each forward call with
+    its own batch statistics, so inference must use statistics of the same kind
+    of input: one shared running average (plain BatchNorm) fits none of them.
+    The network sets ``mode`` before each forward pass; scale and shift are shared.
+    """
+
+    def __init__(self, channels: int, eps: float = 1e-5, momentum: float | None = 0.1) -> None:
+        super().__init__()
+        self.eps = eps
+        self.momentum = momentum
+        self.mode = "search"
+        self.weight = nn.Parameter(torch.ones(channels))
+        self.bias = nn.Parameter(torch.zeros(channels))
+        for m in NORM_MODES:
+            self.register_buffer(f"running_mean_{m}", torch.zeros(channels))
+            self.register_buffer(f"running_var_{m}", torch.ones(channels))
+        self._calibration: dict[str, int] | None = None
+
+    def stats(self, mode: str) -> tuple[Tensor, Tensor]:
+        return getattr(self, f"running_mean_{mode}"), getattr(self, f"running_var_{mode}")
+
+    def start_calibration(self) -> None:
+        """From now on, training-mode passes average their batch statistics equally (not an EMA)."""
+        self._calibration = {}
+
+    def stop_calibration(self) -> None:
+        self._calibration = None
+
+    def forward(self, x: Tensor) -> Tensor:
+        mean, var = self.stats(self.mode)
+        momentum = self.momentum or 0.0
+        if self.training and self._calibration is not None:
+            count = self._calibration.get(self.mode, 0) + 1
+            self._calibration[self.mode] = count
+            momentum = 1.0 / count  # cumulative average over the calibration batches
+        return F.batch_norm(x, mean, var, self.weight, self.bias, self.training, momentum, self.eps)
+
+
 def _conv_bn(cin: int, cout: int, stride: int = 1) -> nn.Sequential:
-    return nn.Sequential(nn.Conv2d(cin, cout, 3, stride, 1, bias=False), nn.BatchNorm2d(cout), nn.ReLU(inplace=True))
+    return nn.Sequential(nn.Conv2d(cin, cout, 3, stride, 1, bias=False), ModeBatchNorm2d(cout), nn.ReLU(inplace=True))
 
 
 class _Residual(nn.Module):
     def __init__(self, channels: int) -> None:
         super().__init__()
         self.body = nn.Sequential(
-            nn.Conv2d(channels, channels, 3, 1, 1, bias=False), nn.BatchNorm2d(channels), nn.ReLU(inplace=True),
-            nn.Conv2d(channels, channels, 3, 1, 1, bias=False), nn.BatchNorm2d(channels),
+            nn.Conv2d(channels, channels, 3, 1, 1, bias=False), ModeBatchNorm2d(channels), nn.ReLU(inplace=True),
+            nn.Conv2d(channels, channels, 3, 1, 1, bias=False), ModeBatchNorm2d(channels),
         )
 
     def forward(self, x: Tensor) -> Tensor:
@@ -124,6 +169,14 @@ class JointVLNet(nn.Module):
             nn.init.normal_(p, std=0.02)
 
     # ------------------------------------------------------------------ pieces
+    def set_norm_mode(self, mode: str) -> None:
+        """Select the batch-norm statistics for the kind of input the next forward pass sees."""
+        if mode not in NORM_MODES:
+            raise ValueError(f"norm mode {mode!r} unknown; choose from {NORM_MODES}")
+        for module in self.modules():
+            if isinstance(module, ModeBatchNorm2d):
+                module.mode = mode
+
     def _stem(self, image: Tensor, film: Tensor) -> Tensor:
         x = self.stem((image - self.pixel_mean) / self.pixel_std)
         gamma, beta = film.chunk(2, dim=1)
@@ -143,6 +196,7 @@ class JointVLNet(nn.Module):
 
     def encode_template(self, text_tokens: Tensor, text_mask: Tensor, template: Tensor) -> Tensor:
         """Template tokens (B, (T/16)^2, dim): computed once per target, reused on every frame."""
+        self.set_norm_mode("template")
         film = self.film(self._sentence(text_tokens, text_mask))
         t16 = self.to_tokens(self._stem(template, film))
         ht, wt = t16.shape[-2:]
@@ -223,6 +277,7 @@ class JointVLNet(nn.Module):
                       decode: bool = True) -> dict[str, Tensor]:
         """Tracking mode. ``search`` is float (B, 3, S, S) in [0, 1]; text_mask is float 0/1;
         ``template_tokens`` come from :meth:`encode_template`."""
+        self.set_norm_mode("search")
         sentence = self._sentence(text_tokens, text_mask)
         fused = self._relate(text_tokens, text_mask, self._stem(search, self.film(sentence)), template_tokens)
         return self._finish(fused, sentence, self.config.search_size, decode)
@@ -230,6 +285,7 @@ class JointVLNet(nn.Module):
     def forward_ground(self, text_tokens: Tensor, text_mask: Tensor, image: Tensor,
                        decode: bool = True) -> dict[str, Tensor]:
         """Grounding mode on the whole letterboxed frame (template masked)."""
+        self.set_norm_mode("ground")
         sentence = self._sentence(text_tokens, text_mask)
         fused = self._relate(text_tokens, text_mask, self._stem(image, self.film(sentence)), None)
         return self._finish(fused, sentence, self.config.ground_size, decode)

@@ -64,17 +64,60 @@ def resolve_text_encoder(name: str | os.PathLike) -> Path:
     return path
 
 
+def _pad_token(model_dir: Path) -> str | None:
+    """The pad token named by the tokenizer's config files, if any."""
+    import json
+
+    for name in ("tokenizer_config.json", "special_tokens_map.json"):
+        try:
+            value = json.loads((model_dir / name).read_text()).get("pad_token")
+        except (OSError, ValueError, AttributeError):
+            continue
+        if isinstance(value, dict):
+            value = value.get("content")
+        if isinstance(value, str):
+            return value
+    return None
+
+
 class Tokenizer:
-    """Fixed-length tokenisation (static shapes for the exported graphs). Does not import torch."""
+    """Fixed-length tokenisation (static shapes for the exported graphs). Does not import torch.
+
+    With a ``tokenizer.json`` (every fast tokenizer has one) the ``tokenizers``
+    library is used directly: transformers' AutoTokenizer imports torch, which
+    the onnxruntime/TensorRT runtime must not. Padding and truncation are set
+    exactly as transformers sets them for ``padding="max_length",
+    truncation=True``, so both give the same ids (checked in test_engines.py).
+    """
 
     def __init__(self, model_dir: Path, max_tokens: int) -> None:
-        os.environ.setdefault("HF_HUB_OFFLINE", "1")
-        from transformers import AutoTokenizer
-
         self.max_tokens = max_tokens
-        self._tok = AutoTokenizer.from_pretrained(str(model_dir), local_files_only=True)
+        model_dir = Path(model_dir)
+        self._fast = None
+        if (model_dir / "tokenizer.json").is_file():
+            from tokenizers import Tokenizer as FastTokenizer
+
+            tok = FastTokenizer.from_file(str(model_dir / "tokenizer.json"))
+            pad = _pad_token(model_dir)
+            if pad is None and tok.padding:
+                pad = tok.padding.get("pad_token")
+            pad_id = tok.token_to_id(pad) if pad is not None else None
+            if pad_id is not None:
+                tok.enable_truncation(max_length=max_tokens)
+                tok.enable_padding(length=max_tokens, pad_id=pad_id, pad_token=pad)
+                self._fast = tok
+        if self._fast is None:
+            os.environ.setdefault("HF_HUB_OFFLINE", "1")
+            from transformers import AutoTokenizer
+
+            self._tok = AutoTokenizer.from_pretrained(str(model_dir), local_files_only=True)
 
     def __call__(self, texts: list[str]) -> tuple[np.ndarray, np.ndarray]:
+        if self._fast is not None:
+            encodings = self._fast.encode_batch(list(texts))
+            ids = np.array([e.ids for e in encodings], dtype=np.int64).reshape(len(encodings), self.max_tokens)
+            mask = np.array([e.attention_mask for e in encodings], dtype=np.int64).reshape(ids.shape)
+            return ids, mask
         enc = self._tok(list(texts), padding="max_length", truncation=True, max_length=self.max_tokens,
                         return_tensors="np")
         return enc["input_ids"].astype(np.int64), enc["attention_mask"].astype(np.int64)

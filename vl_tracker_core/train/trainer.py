@@ -22,9 +22,10 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from vl_tracker_core.eval.metrics import roc_auc
 from vl_tracker_core.models.checkpoint import load_state_strict, save_checkpoint, sha256_file
 from vl_tracker_core.models.config import ModelConfig
-from vl_tracker_core.models.network import JointVLNet
+from vl_tracker_core.models.network import NORM_MODES, JointVLNet, ModeBatchNorm2d
 from vl_tracker_core.train import samples as S
 from vl_tracker_core.train.losses import compute_losses, total_loss
 
@@ -33,19 +34,21 @@ from vl_tracker_core.train.losses import compute_losses, total_loss
 class TrainOptions:
     out: Path
     config: ModelConfig
-    steps: int = 3000
+    steps: int = 2400
     track_batch: int = 32
-    ground_batch: int = 8
+    ground_batch: int = 12
     lr: float = 1e-3
     weight_decay: float = 0.05
     warmup: int = 150
     seed: int = 0
     data: tuple[str, ...] = ("synthetic",)
-    val_every: int = 500
+    val_every: int = 300
     save_every: int = 250
     device: str = "cpu"
     threads: int = 0  # 0: torch's default
     resume: bool = True
+    #: batches averaged for the per-input batch-norm statistics after training
+    calibration_batches: int = 40
     progress: bool = True
     command: str = ""
 
@@ -144,7 +147,8 @@ def _load_state(net: JointVLNet, opt: torch.optim.Optimizer, path: Path) -> tupl
     from safetensors.torch import load_file
 
     tensors = load_file(str(path))
-    load_state_strict(net, {k[6:]: v for k, v in tensors.items() if k.startswith("model.")}, str(path))
+    model_state = _convert_plain_batchnorm({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
+    load_state_strict(net, model_state, str(path))
     for name, p in net.named_parameters():
         if f"opt.{name}.exp_avg" in tensors:
             opt.state[p] = {
@@ -154,6 +158,44 @@ def _load_state(net: JointVLNet, opt: torch.optim.Optimizer, path: Path) -> tupl
             }
     meta = json.loads(path.with_suffix(".json").read_text())
     return int(meta["step"]), float(meta.get("elapsed_s", 0.0))
+
+
+def _convert_plain_batchnorm(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """States saved before batch norm kept statistics per kind of input had one shared set. Keep the
+    learned scale/shift, start every kind's statistics from the shared ones; the calibration pass at the
+    end of training replaces them."""
+    plain = [k[: -len(".running_mean")] for k in state if k.endswith(".running_mean")]
+    if not plain:
+        return state
+    print(f"converting {len(plain)} plain batch-norm layers to per-input statistics (recalibrated at the end)")
+    out = dict(state)
+    for prefix in plain:
+        mean, var = out.pop(f"{prefix}.running_mean"), out.pop(f"{prefix}.running_var")
+        out.pop(f"{prefix}.num_batches_tracked", None)
+        for mode in NORM_MODES:
+            out[f"{prefix}.running_mean_{mode}"] = mean.clone()
+            out[f"{prefix}.running_var_{mode}"] = var.clone()
+    return out
+
+
+@torch.no_grad()
+def calibrate_norm_statistics(net: JointVLNet, o: TrainOptions, batches: int, device: torch.device) -> None:
+    """Recompute every batch-norm layer's running statistics per kind of input (template crops, search
+    crops, whole frames) as the plain average over ``batches`` fresh training batches, with the weights
+    frozen. Training normalises with batch statistics; this makes inference use the same ones."""
+    layers = [m for m in net.modules() if isinstance(m, ModeBatchNorm2d)]
+    for layer in layers:
+        layer.start_calibration()
+    net.train()
+    stream = iter(torch.utils.data.DataLoader(_Stream(o, o.steps), batch_size=None, num_workers=1))
+    for _ in tqdm(range(batches), desc="calibrate batch norm", unit="batch", disable=not o.progress):
+        track, ground = next(stream)
+        _forward_losses(net, _to(track, device), "track")
+        if ground is not None:
+            _forward_losses(net, _to(ground, device), "ground")
+    for layer in layers:
+        layer.stop_calibration()
+    net.eval()
 
 
 # ------------------------------------------------------------------ validation
@@ -175,16 +217,6 @@ def validation_set(config: ModelConfig, seed: int = 91_000, scenes: int = 24) ->
         ground.append(S.grounding_sample(src, rng, config))
         ground.append(S.grounding_sample(src, rng, config))
     return _collate(track, encoder), _collate(ground, encoder)
-
-
-def roc_auc(scores: np.ndarray, labels: np.ndarray) -> float:
-    """Area under the ROC curve by the rank statistic (ties get half credit)."""
-    scores, labels = np.asarray(scores, float), np.asarray(labels, bool)
-    pos, neg = scores[labels], scores[~labels]
-    if len(pos) == 0 or len(neg) == 0:
-        return float("nan")
-    greater = (pos[:, None] > neg[None, :]).sum() + 0.5 * (pos[:, None] == neg[None, :]).sum()
-    return float(greater / (len(pos) * len(neg)))
 
 
 @torch.no_grad()
@@ -274,6 +306,11 @@ def train(o: TrainOptions) -> dict:
                 handle.write(json.dumps({"step": step, "minutes": (time.perf_counter() - started) / 60,
                                          **metrics, **{f"loss_{k}": v for k, v in running.items()}}) + "\n")
     bar.close()
+    calibrate_norm_statistics(net, o, o.calibration_batches, device)
+    metrics = validate(net, _to_val(val, device))
+    print("validation after calibration: " + ", ".join(f"{k} {v:.3f}" for k, v in metrics.items()))
+    with open(history_path, "a") as handle:
+        handle.write(json.dumps({"step": step, "calibrated": True, **metrics}) + "\n")
     wall = time.perf_counter() - started
     card = {
         "model": f"vl_tracker JointVLNet ({o.config.name})",
