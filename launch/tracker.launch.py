@@ -1,7 +1,7 @@
 """Start vl_tracker_node.
 
-    ros2 launch vl_tracker tracker.launch.py image_topic:=/camera/image_raw
-    ros2 launch vl_tracker tracker.launch.py image_topic:=/camera/image_raw use_compressed:=true \
+    ros2 launch vl_tracker tracker.launch.py image:=/camera/image_raw
+    ros2 launch vl_tracker tracker.launch.py image:=/camera/image_raw use_compressed:=true \
         backend:=tensorrt engine_cache_dir:=$HOME/.cache/vl_tracker namespace:=robot1
 
 Launch arguments that are left empty keep the value from ``params_file``. The params file is read here
@@ -20,12 +20,12 @@ from launch_ros.parameter_descriptions import ParameterValue
 ARGUMENTS = {
     # name: (default, description)
     "namespace": ("", "namespace of the node and its relative topics"),
-    "image_topic": ("image", "camera topic (sensor_msgs/Image); with use_compressed the node reads "
-                             "<image_topic>/compressed"),
+    "image": ("image", "camera topic (sensor_msgs/Image); with use_compressed the node reads "
+                             "<image>/compressed"),
     "description_topic": ("target_description", "std_msgs/String topic naming the target (empty string: stop)"),
     "init_box_topic": ("init_box", "vision_msgs/Detection2D topic for starting from a box (optional)"),
     "params_file": ("", "ROS 2 params file (default: share/vl_tracker/config/tracker.yaml)"),
-    "use_compressed": ("", "true: subscribe to <image_topic>/compressed (jpeg/png); empty: from params_file"),
+    "use_compressed": ("", "true: subscribe to <image>/compressed (jpeg/png); empty: from params_file"),
     "backend": ("", "torch | onnxruntime | tensorrt; empty: from params_file"),
     "model": ("", "model folder; empty: from params_file (there empty = shipped weights)"),
     "device": ("", "cpu | cuda | cuda:N; empty: from params_file"),
@@ -46,7 +46,7 @@ def _setup(context, *args, **kwargs):
     parameters = {**load_node_parameters(params_file), **launch_overrides(arg)}
     # Strings stay strings (a model folder named "1.0" must not become a float).
     parameters = {k: ParameterValue(v, value_type=str) if isinstance(v, str) else v for k, v in parameters.items()}
-    image = arg["image_topic"]
+    image = arg["image"]
     node = Node(
         package="vl_tracker",
         executable="vl_tracker_node",

@@ -264,7 +264,7 @@ def test_launch_file_defines_generate_launch_description_and_the_arguments():
     assert "generate_launch_description" in functions
     arguments = next(ast.literal_eval(n.value) for n in tree.body
                      if isinstance(n, ast.Assign) and getattr(n.targets[0], "id", "") == "ARGUMENTS")
-    assert {"namespace", "image_topic", "description_topic", "init_box_topic", "params_file", "use_compressed",
+    assert {"namespace", "image", "description_topic", "init_box_topic", "params_file", "use_compressed",
             "backend", "model", "engine_cache_dir", "publish_debug_image"} <= set(arguments)
     from vl_tracker_ros.launch_helpers import OVERRIDE_ARGUMENTS
 

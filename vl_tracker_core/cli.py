@@ -95,6 +95,34 @@ def _add_eval(sub: argparse._SubParsersAction) -> None:
     s.set_defaults(run=_run_score)
 
 
+def _add_compare(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("compare", help="print evaluation reports side by side as a Markdown table",
+                       description="Reads OUT/report.json of each evaluation folder given and prints one row each.")
+    p.add_argument("reports", type=Path, nargs="+", help="evaluation output folders (or report.json files)")
+    p.set_defaults(run=_run_compare)
+
+
+def _run_compare(args: argparse.Namespace) -> None:
+    cols = [("AUC", "auc"), ("P@20", "precision"), ("NP", "norm_precision"), ("LT-F", "lt_f"),
+            ("re-acq@15", "reacquisition_rate"), ("false-box", "false_box_rate"),
+            ("1st-frame", "first_frame_success"), ("conf ROC", "confidence_roc_auc"), ("fps", "fps")]
+    print("| tracker | " + " | ".join(c for c, _ in cols) + " | AUC (out-of-view seqs) |")
+    print("|---|" + "---|" * (len(cols) + 1))
+    for path in args.reports:
+        file = path if path.suffix == ".json" else path / "report.json"
+        try:
+            report = json.loads(file.read_text())
+        except (OSError, ValueError) as exc:
+            raise UserError(f"cannot read {file}: {exc}") from None
+        cells = []
+        for _, key in cols:
+            value = report.get(key)
+            cells.append("n/a" if value is None else f"{value:.1f}" if key == "fps" else f"{value:.3f}")
+        oov = report.get("out_of_view_subset", {}).get("auc")
+        print(f"| {report.get('title', path.name)} | " + " | ".join(cells) +
+              f" | {'n/a' if oov is None else f'{oov:.3f}'} |")
+
+
 def _run_eval(args: argparse.Namespace) -> None:
     from vl_tracker_core.eval.runner import evaluate, parse_shard
     from vl_tracker_core.trackers.registry import create_tracker
@@ -419,6 +447,7 @@ _COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [
     _add_make_synthetic,
     _add_eval,
     _add_sweep,
+    _add_compare,
     _add_train,
     _add_track,
     _add_demo,

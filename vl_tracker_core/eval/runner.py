@@ -195,6 +195,7 @@ def score_runs(runs: list[SequenceRun], sequences: dict[str, Sequence]) -> dict:
     inputs, per_seq, totals = [], {}, {}
     roc_scores: list[np.ndarray] = []
     roc_labels: list[np.ndarray] = []
+    first_ious: list[float] = []
     for run in runs:
         seq = sequences[run.name]
         n = min(len(seq.gt), len(run.boxes))
@@ -207,11 +208,15 @@ def score_runs(runs: list[SequenceRun], sequences: dict[str, Sequence]) -> dict:
         # Confidence should be high exactly when the target is there and the reported box is on it.
         roc_scores.append(run.confidence[:n])
         roc_labels.append(np.nan_to_num(m.iou, nan=0.0) > 0.5)
+        # For trackers started from language: was the described object found on the first frame?
+        first_iou = float(np.nan_to_num(m.iou[0], nan=0.0)) if seq.visible[0] else float("nan")
+        first_ious.append(first_iou)
         for key, value in counts.items():
             totals[key] = totals.get(key, 0) + value
         per_seq[run.name] = {
             "frames": n, "auc": m.auc, "precision": m.precision, "norm_precision": m.norm_precision,
-            "op50": m.op50, "lt_precision": m.lt_precision, "lt_recall": m.lt_recall, "fps": run.fps,
+            "op50": m.op50, "first_frame_iou": first_ious[-1], "lt_precision": m.lt_precision,
+            "lt_recall": m.lt_recall, "fps": run.fps,
             "out_of_view_events": seq.out_of_view_events, "frame_errors": len(run.errors), **counts,
         }
     report: dict = {"sequences": len(runs)}
@@ -230,6 +235,8 @@ def score_runs(runs: list[SequenceRun], sequences: dict[str, Sequence]) -> dict:
                                 if totals.get("absent_frames") else float("nan"))
     report.update({f"total_{k}": v for k, v in totals.items()})
     report["confidence_roc_auc"] = M.roc_auc(np.concatenate(roc_scores), np.concatenate(roc_labels))
+    firsts = np.array([v for v in first_ious if not np.isnan(v)])
+    report["first_frame_success"] = float((firsts > 0.5).mean()) if len(firsts) else float("nan")
     report["curves"] = {
         "success": list(map(float, overall.success_curve)),
         "precision": list(map(float, overall.precision_curve)),
