@@ -302,23 +302,29 @@ def _add_demo(sub: argparse._SubParsersAction) -> None:
 
 
 def _run_demo(args: argparse.Namespace) -> None:
+    from vl_tracker_core.data.readers import load_dataset
     from vl_tracker_core.data.synthetic import make_synthetic
     from vl_tracker_core.eval.runner import evaluate
+    from vl_tracker_core.track_video import open_input, track_input
     from vl_tracker_core.trackers.registry import create_tracker
 
     data = args.out / "synthetic"
+    print(f"1/3 generating {args.sequences} synthetic test sequences (unseen wording) in {data}")
     make_synthetic(data, "test", args.sequences, args.frames, seed=2026)
-    rows = []
-    for name in ("csrt", "kcf"):
-        report = evaluate(lambda n=name: create_tracker(n), data, args.out / name, title=name)
-        rows.append((name, report))
+    print("2/3 evaluating the shipped model (from the description alone) and the baselines (from the GT box)")
+    runs = [("vl", "full"), ("vl", "no_switch"), ("csrt", None), ("kcf", None)]
+    folders = []
+    for name, variant in runs:
+        title = name + (f"-{variant}" if variant else "")
+        evaluate(lambda n=name, v=variant: create_tracker(n, v), data, args.out / title, title=title)
+        folders.append(args.out / title)
+    first = sorted(load_dataset(data)[0], key=lambda s: s.name)[0]
+    print(f"3/3 annotated video of {first.name}: {first.description!r}")
+    summary = track_input(create_tracker("vl"), open_input(first.root or data / first.name), first.description,
+                          args.out / "video")
     print()
-    print("| tracker | AUC | P@20 | NP@0.20 | LT-F | fps |")
-    print("|---|---|---|---|---|---|")
-    for name, r in rows:
-        print(f"| {name} | {r['auc']:.3f} | {r['precision']:.3f} | {r['norm_precision']:.3f} | {r['lt_f']:.3f} | "
-              f"{r['fps']:.1f} |")
-    print(f"\noutputs: {args.out.resolve()}")
+    _run_compare(argparse.Namespace(reports=folders))
+    print(f"\noutputs: {args.out.resolve()}  (reports, plots, per-frame results; video: {summary['video']})")
 
 
 # ---------------------------------------------------------------- export / build-engine / bench

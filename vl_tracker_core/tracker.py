@@ -48,14 +48,14 @@ class TrackerParams:
 
     variant: str = "full"
     #: weight of the network confidence in the per-frame score (the rest is the VL similarity)
-    confidence_weight: float = 0.7
+    confidence_weight: float = 0.5
     #: EMA factor of the smoothed score (weight of the newest frame)
     smoothing: float = 0.6
     #: T_lost and N: lost after N consecutive frames with the smoothed score under T_lost
-    lost_threshold: float = 0.35
+    lost_threshold: float = 0.2
     lost_frames: int = 3
     #: T_accept: a grounding / re-search candidate is accepted at or above this score (> T_lost)
-    accept_threshold: float = 0.55
+    accept_threshold: float = 0.5
     #: run the global re-search every k-th frame while SEARCHING
     research_interval: int = 1
     #: candidates from the grounding pass verified with the template while SEARCHING

@@ -1,0 +1,132 @@
+"""Export folders and the on-disk cache, without importing torch.
+
+An export folder holds the four ONNX graphs (``text``, ``template``, ``track``,
+``ground``), a copy of the tokenizer files in ``tokenizer/`` and
+``manifest.json`` describing every graph (file, sha256, input/output names,
+shapes and dtypes), the opset, the model config and the sha256 of the weights
+it came from. It is everything the onnxruntime and TensorRT backends need.
+
+Cache layout (root: ``$VL_TRACKER_CACHE`` or ``~/.cache/vl_tracker``)::
+
+    export/<first 16 hex of the weights sha256>/   default export of a checkpoint
+    tensorrt/                                      serialized TensorRT engines
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from pathlib import Path
+from typing import Any
+
+from vl_tracker_core.models.checkpoint import CONFIG, WEIGHTS, CheckpointError, sha256_file, shipped_checkpoint_dir
+from vl_tracker_core.models.config import ModelConfig
+
+log = logging.getLogger(__name__)
+
+MANIFEST = "manifest.json"
+FORMAT = "vl_tracker-onnx"
+FORMAT_VERSION = 1
+GRAPHS = ("text", "template", "track", "ground")
+TOKENIZER_DIR = "tokenizer"
+
+
+class ExportError(RuntimeError):
+    """An export folder that is missing, incomplete, corrupt, or does not match its manifest."""
+
+
+def cache_root() -> Path:
+    """``$VL_TRACKER_CACHE`` when set, else ``~/.cache/vl_tracker``."""
+    env = os.environ.get("VL_TRACKER_CACHE")
+    return Path(env).expanduser() if env else Path.home() / ".cache" / "vl_tracker"
+
+
+def is_export_dir(path: str | os.PathLike) -> bool:
+    return (Path(path) / MANIFEST).is_file()
+
+
+def is_checkpoint_dir(path: str | os.PathLike) -> bool:
+    return (Path(path) / WEIGHTS).is_file() and (Path(path) / CONFIG).is_file()
+
+
+def default_export_dir(checkpoint: str | os.PathLike | None = None, weights_sha256: str | None = None) -> Path:
+    """Where the default export of ``checkpoint`` (default: the shipped weights) lives in the cache."""
+    if weights_sha256 is None:
+        folder = Path(checkpoint) if checkpoint is not None else shipped_checkpoint_dir()
+        weights = folder / WEIGHTS
+        if not weights.is_file():
+            raise CheckpointError(f"no {WEIGHTS} in {folder}: pass a checkpoint folder or an export folder "
+                                  "(one with manifest.json)")
+        weights_sha256 = sha256_file(weights)
+    # Keyed by content, not path: retrained weights never reuse a stale export.
+    return cache_root() / "export" / weights_sha256[:16]
+
+
+def load_manifest(export_dir: str | os.PathLike, verify_files: bool = False) -> dict[str, Any]:
+    """Read and check ``manifest.json``; with ``verify_files`` also the sha256 of every ONNX file."""
+    folder = Path(export_dir)
+    path = folder / MANIFEST
+    try:
+        manifest = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise ExportError(f"{folder} is not an export folder (no {MANIFEST}); create one with "
+                          "`vl-tracker export --out DIR`") from None
+    except (OSError, json.JSONDecodeError) as exc:
+        raise ExportError(f"cannot read {path}: {exc}; re-run `vl-tracker export`") from None
+    if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
+        raise ExportError(f"{path} is not a vl_tracker export manifest (format {FORMAT!r} expected)")
+    if manifest.get("format_version") != FORMAT_VERSION:
+        raise ExportError(f"{path} has format version {manifest.get('format_version')}, this version reads "
+                          f"{FORMAT_VERSION}; re-run `vl-tracker export`")
+    graphs = manifest.get("graphs", {})
+    missing = [g for g in GRAPHS if g not in graphs]
+    if missing:
+        raise ExportError(f"{path} lacks the graphs {missing}; re-run `vl-tracker export`")
+    for name in GRAPHS:
+        file = folder / graphs[name]["file"]
+        if not file.is_file():
+            raise ExportError(f"{file} listed in {path} is missing; re-run `vl-tracker export`")
+        if verify_files and sha256_file(file) != graphs[name]["sha256"]:
+            raise ExportError(f"{file} does not match the sha256 in {path} (corrupt or replaced); "
+                              "re-run `vl-tracker export`")
+    if not (folder / TOKENIZER_DIR).is_dir():
+        raise ExportError(f"{folder / TOKENIZER_DIR} is missing; re-run `vl-tracker export`")
+    return manifest
+
+
+def manifest_config(manifest: dict[str, Any]) -> ModelConfig:
+    return ModelConfig.from_dict(manifest["config"])
+
+
+def resolve_export_dir(model: str | os.PathLike | None = None, opset: int = 17) -> Path:
+    """The export folder for ``model``: an export folder itself, or the cached export of a checkpoint
+    folder (default: the shipped weights), exported on first use.
+
+    Exporting imports torch and takes a while; it happens once per checkpoint. Run
+    ``vl-tracker export`` beforehand so a deployed process never does it.
+    """
+    if model is not None and is_export_dir(model):
+        return Path(model)
+    if model is not None and not Path(model).is_dir():
+        raise ExportError(f"model {model} is neither an export folder (manifest.json) nor a checkpoint folder")
+    checkpoint = Path(model) if model is not None else shipped_checkpoint_dir()
+    if not is_checkpoint_dir(checkpoint):
+        raise ExportError(f"{checkpoint} is neither an export folder (manifest.json) nor a checkpoint folder "
+                          f"({WEIGHTS} + {CONFIG})")
+    sha = sha256_file(checkpoint / WEIGHTS)
+    target = default_export_dir(weights_sha256=sha)
+    if is_export_dir(target):
+        try:
+            manifest = load_manifest(target)
+            if manifest.get("weights_sha256") == sha:
+                return target
+            log.warning("cached export %s was made from other weights; exporting again", target)
+        except ExportError as exc:
+            log.warning("cached export %s is unusable (%s); exporting again", target, exc)
+    log.warning("no ONNX export of %s yet: exporting to %s now (one-off, imports torch, takes a while). "
+                "Run `vl-tracker export` beforehand to avoid this at start-up.", checkpoint, target)
+    from vl_tracker_core.engines.export import export_model
+
+    export_model(target, checkpoint, opset=opset)
+    return target

@@ -1,0 +1,76 @@
+"""What the onnxruntime and TensorRT backends share: an export folder, its tokenizer and the I/O packing.
+
+Nothing here imports torch: a process running an exported model never loads it.
+A subclass only provides ``_run(graph, feeds) -> outputs`` (in manifest order).
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from vl_tracker_core.engines.artifacts import TOKENIZER_DIR, manifest_config
+from vl_tracker_core.engines.base import Peaks, TextFeatures, image_to_nchw, peaks_from_outputs
+from vl_tracker_core.models.text import Tokenizer, clean_description
+
+
+class ExportedEngine:
+    """Engine interface over the four exported graphs; subclasses run them."""
+
+    name = "exported"
+    #: descriptions whose token features are kept (the tracker asks once per description anyway)
+    text_cache_size = 64
+
+    def __init__(self, export_dir: Path, manifest: dict[str, Any]) -> None:
+        self.export_dir = Path(export_dir)
+        self.manifest = manifest
+        self.config = manifest_config(manifest)
+        self.tokenizer = Tokenizer(self.export_dir / TOKENIZER_DIR, self.config.max_text_tokens)
+        self._text_cache: OrderedDict[str, TextFeatures] = OrderedDict()
+        # Expected (H, W) of each image input, to turn a wrong crop size into a clear error.
+        self._patch_shapes = {
+            (graph, spec["name"]): tuple(spec["shape"][2:])
+            for graph, g in manifest["graphs"].items() for spec in g["inputs"] if len(spec["shape"]) == 4
+        }
+
+    def _run(self, graph: str, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
+        raise NotImplementedError
+
+    def _patch(self, graph: str, input_name: str, patch: np.ndarray) -> np.ndarray:
+        expected = self._patch_shapes[(graph, input_name)]
+        if patch.shape[:2] != expected or patch.ndim != 3 or patch.shape[2] != 3:
+            raise ValueError(f"{graph} graph: {input_name} patch has shape {patch.shape}, the exported graph takes "
+                             f"{expected[0]}x{expected[1]}x3 uint8 (see the model config)")
+        return image_to_nchw(patch)
+
+    # ------------------------------------------------------------------ Engine interface
+    def encode_text(self, description: str) -> TextFeatures:
+        text = clean_description(description)
+        cached = self._text_cache.get(text)
+        if cached is not None:
+            self._text_cache.move_to_end(text)
+            return cached
+        ids, mask = self.tokenizer([text])
+        tokens = self._run("text", {"input_ids": ids, "attention_mask": mask})[0]
+        features = TextFeatures(text, np.ascontiguousarray(tokens, dtype=np.float32), mask.astype(np.float32))
+        self._text_cache[text] = features
+        if len(self._text_cache) > self.text_cache_size:
+            self._text_cache.popitem(last=False)
+        return features
+
+    def encode_template(self, text: TextFeatures, template: np.ndarray) -> np.ndarray:
+        feeds = {"text_tokens": text.tokens, "text_mask": text.mask,
+                 "template": self._patch("template", "template", template)}
+        return self._run("template", feeds)[0]
+
+    def track(self, text: TextFeatures, template_tokens: np.ndarray, search: np.ndarray) -> Peaks:
+        feeds = {"text_tokens": text.tokens, "text_mask": text.mask, "template_tokens": template_tokens,
+                 "search": self._patch("track", "search", search)}
+        return peaks_from_outputs(*self._run("track", feeds))
+
+    def ground(self, text: TextFeatures, image: np.ndarray) -> Peaks:
+        feeds = {"text_tokens": text.tokens, "text_mask": text.mask, "image": self._patch("ground", "image", image)}
+        return peaks_from_outputs(*self._run("ground", feeds))
