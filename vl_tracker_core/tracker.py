@@ -54,8 +54,11 @@ class TrackerParams:
     #: T_lost and N: lost after N consecutive frames with the smoothed score under T_lost
     lost_threshold: float = 0.2
     lost_frames: int = 3
-    #: T_accept: a grounding / re-search candidate is accepted at or above this score (> T_lost)
+    #: T_accept: a re-search candidate is accepted at or above this score (> T_lost)
     accept_threshold: float = 0.5
+    #: score the first grounding after a new description needs (the operator has just said the target is
+    #: in view, so this may be lower than T_accept; a wrong pick scores low while tracking and is dropped)
+    ground_threshold: float = 0.5
     #: run the global re-search every k-th frame while SEARCHING
     research_interval: int = 1
     #: candidates from the grounding pass verified with the template while SEARCHING
@@ -69,7 +72,7 @@ class TrackerParams:
     def __post_init__(self) -> None:
         if self.variant not in VARIANTS:
             raise ValueError(f"variant {self.variant!r} unknown; choose from {VARIANTS}")
-        for name in ("confidence_weight", "smoothing", "lost_threshold", "accept_threshold"):
+        for name in ("confidence_weight", "smoothing", "lost_threshold", "accept_threshold", "ground_threshold"):
             value = getattr(self, name)
             if not (0.0 <= value <= 1.0) or math.isnan(value):
                 raise ValueError(f"{name} must lie in [0, 1], got {value}")
@@ -214,7 +217,7 @@ class VLTracker:
 
     def _grounding(self, frame: np.ndarray, start: float) -> TrackResult:
         box, score, sim = self._best_global(frame, verify=False)
-        threshold = 0.0 if self.params.variant == "no_switch" else self.params.accept_threshold
+        threshold = 0.0 if self.params.variant == "no_switch" else self.params.ground_threshold
         if box is not None and score >= threshold:
             self._set_template(frame, box)
             self._acquire(box, score)

@@ -56,8 +56,10 @@ _TRACKER_DOCS: dict[str, tuple[str, float | None, float | None]] = {
     "lost_threshold": ("T_lost: smoothed score under which a frame counts towards losing the target; must be "
                        "< accept_threshold", 0.0, 1.0),
     "lost_frames": ("N: consecutive frames under T_lost before the target is declared lost (SEARCHING)", 1, 1000),
-    "accept_threshold": ("T_accept: score a grounding / re-search candidate needs to be accepted; must be "
+    "accept_threshold": ("T_accept: score a re-search candidate needs to be accepted; must be "
                          "> lost_threshold (the gap is the hysteresis)", 0.0, 1.0),
+    "ground_threshold": ("score the first grounding after a new description needs to be accepted (the "
+                         "operator has just said the target is in view)", 0.0, 1.0),
     "research_interval": ("run the whole-frame re-search every k-th frame while SEARCHING (1 = every frame; "
                           "larger saves compute)", 1, 1000),
     "verify_candidates": ("grounding candidates re-checked against the template while SEARCHING", 0, 100),
