@@ -198,9 +198,21 @@ def measure(backend: str, model: str | None, frames: int, threads: int | None, s
         "fps": round(1000.0 / total_ms, 2) if total_ms else None,
         "tracking_frames": len(tracking_total),
         "states": states,
-        "rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0, 1),
+        "rss_mb": round(_peak_rss_kb() / 1024.0, 1),
         "torch_imported": "torch" in sys.modules,
     }
+
+
+def _peak_rss_kb() -> float:
+    """Peak resident memory of this process image. ``ru_maxrss`` is not used where avoidable: Linux carries
+    the parent's peak over into a forked-and-exec'd child, so a large parent would inflate every backend."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return float(line.split()[1])
+    except OSError:
+        pass
+    return float(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
 
 
 # ---------------------------------------------------------------------------------------------- driver

@@ -130,6 +130,9 @@ class TextEncoder:
         os.environ.setdefault("HF_HUB_OFFLINE", "1")
         import torch
         from transformers import AutoModel
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.disable_progress_bar()  # a bar per model load is noise in every command's output
 
         self.model_dir = resolve_text_encoder(model_dir)
         self.tokenizer = Tokenizer(self.model_dir, max_tokens)
