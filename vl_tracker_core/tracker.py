@@ -184,7 +184,7 @@ class VLTracker:
             # A box from another resolution means nothing here: look for the target again.
             log.warning("frame size changed from %s to %s: grounding the target again", self._frame_shape, shape)
             self._box = None
-            self._template = None if self._pending_box is None else self._template
+            self._template = None
             if self.state in (TrackState.TRACKING, TrackState.SEARCHING):
                 self.state = TrackState.GROUNDING
         self._frame_shape = shape

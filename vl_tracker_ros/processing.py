@@ -24,7 +24,6 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-import cv2
 import numpy as np
 
 from vl_tracker_core.boxes import Box, InvalidBoxError
@@ -32,6 +31,7 @@ from vl_tracker_core.engines.base import Engine
 from vl_tracker_core.models.text import DescriptionError, clean_description
 from vl_tracker_core.tracker import FrameError, TrackerParams, VLTracker
 from vl_tracker_core.trackers.base import TrackResult, TrackState
+from vl_tracker_core.visualize import draw_overlay
 from vl_tracker_ros.image_conversion import ImageConversionError, message_to_rgb, rgb_to_image_fields
 
 log = logging.getLogger(__name__)
@@ -126,29 +126,6 @@ def box_from_detection(msg: Any) -> tuple[Box, str | bytes]:
     if not isinstance(class_id, (str, bytes)):
         class_id = str(class_id)
     return (cx - w / 2.0, cy - h / 2.0, w, h), class_id
-
-
-def draw_overlay(frame: np.ndarray, result: TrackResult, description: str) -> np.ndarray:
-    """A copy of ``frame`` (RGB) with the box, state and description drawn on it."""
-    image = np.array(frame, copy=True)
-    colours = {TrackState.TRACKING: (0, 220, 0), TrackState.SEARCHING: (255, 140, 0),
-               TrackState.GROUNDING: (80, 160, 255), TrackState.IDLE: (200, 200, 200)}
-    colour = colours.get(result.state, (255, 255, 255))
-    thickness = max(1, round(min(image.shape[:2]) / 240))
-    if result.box is not None:
-        x, y, w, h = result.box
-        cv2.rectangle(image, (round(x), round(y)), (round(x + w), round(y + h)), colour, thickness)
-    label = f"{result.state.name} {result.confidence:.2f}"
-    text = description if len(description) <= 60 else description[:57] + "..."
-    scale = max(0.4, min(image.shape[:2]) / 600)
-    for row, line in enumerate((label, text)):
-        if not line:
-            continue
-        origin = (6, round((row + 1) * 22 * scale + 4))
-        # Dark outline first so the text reads on any background.
-        cv2.putText(image, line, origin, cv2.FONT_HERSHEY_SIMPLEX, scale, (0, 0, 0), thickness + 2, cv2.LINE_AA)
-        cv2.putText(image, line, origin, cv2.FONT_HERSHEY_SIMPLEX, scale, colour, thickness, cv2.LINE_AA)
-    return image
 
 
 def _printable(text: str) -> str:

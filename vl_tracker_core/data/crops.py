@@ -58,13 +58,19 @@ def crop_side(box: Box, factor: float) -> float:
     return max(8.0, factor * math.sqrt(max(box[2], 1e-3) * max(box[3], 1e-3)))
 
 
+def crop_square(image: np.ndarray, center: tuple[float, float], side: float,
+                out_size: int) -> tuple[np.ndarray, CropTransform]:
+    """Square region of ``side`` frame pixels centred on ``center``, resized to ``out_size``."""
+    cx, cy = center
+    transform = CropTransform(out_size / side, cx - side / 2.0, cy - side / 2.0)
+    return _warp(image, transform, out_size), transform
+
+
 def crop_around(image: np.ndarray, box: Box, factor: float, out_size: int,
                 center: tuple[float, float] | None = None) -> tuple[np.ndarray, CropTransform]:
     """Square crop of side ``factor * sqrt(w*h)`` centred on ``center`` (default: the box centre)."""
     cx, cy = center if center is not None else (box[0] + box[2] / 2.0, box[1] + box[3] / 2.0)
-    side = crop_side(box, factor)
-    transform = CropTransform(out_size / side, cx - side / 2.0, cy - side / 2.0)
-    return _warp(image, transform, out_size), transform
+    return crop_square(image, (cx, cy), crop_side(box, factor), out_size)
 
 
 def letterbox(image: np.ndarray, size: int) -> tuple[np.ndarray, CropTransform]:

@@ -347,9 +347,8 @@ def evaluate_dataset(
     )
 
 
-def reacquisition_stats(pred: np.ndarray, gt: np.ndarray, visible: np.ndarray, window: int = 15,
-                        min_iou: float = 0.5) -> dict[str, int]:
-    """Counts for the re-acquisition rate and the false-box rate of one sequence.
+def reacquisition_counts(m: SequenceMetrics, window: int = 15, min_iou: float = 0.5) -> dict[str, int]:
+    """Counts for the re-acquisition rate and the false-box rate of one scored sequence.
 
     A *reappearance* is a frame where the target is present after at least one
     absent frame; it is *re-acquired* when, within ``window`` frames from it, the
@@ -357,19 +356,19 @@ def reacquisition_stats(pred: np.ndarray, gt: np.ndarray, visible: np.ndarray, w
     on a frame where the target is absent: a robot would act on a target that
     is not there.
     """
-    pred = _as_boxes(pred, "prediction")
-    gt = _as_boxes(gt, "ground truth")
-    visible = np.asarray(visible, dtype=bool) & np.all(np.isfinite(gt), axis=1) & (gt[:, 2] > 0) & (gt[:, 3] > 0)
-    has_box = np.all(np.isfinite(pred), axis=1) & (pred[:, 2] > 0) & (pred[:, 3] > 0)
-    ious = np.zeros(len(gt))
-    both = has_box & visible
-    ious[both] = box_iou_rows(pred[both], gt[both])
-    hit = both & (ious > min_iou)
-    reappear = [t for t in range(1, len(gt)) if visible[t] and not visible[t - 1]]
+    present, has_box = m.present, m.has_box
+    hit = present & (np.nan_to_num(m.iou, nan=0.0) > min_iou)
+    reappear = [t for t in range(1, len(present)) if present[t] and not present[t - 1]]
     reacquired = sum(bool(hit[t:t + window].any()) for t in reappear)
-    absent = ~visible
+    absent = ~present
     return {"reappearances": len(reappear), "reacquired": int(reacquired), "absent_frames": int(absent.sum()),
             "false_boxes": int((absent & has_box).sum())}
+
+
+def reacquisition_stats(pred: np.ndarray, gt: np.ndarray, visible: np.ndarray, window: int = 15,
+                        min_iou: float = 0.5) -> dict[str, int]:
+    """:func:`reacquisition_counts` straight from predictions and ground truth."""
+    return reacquisition_counts(evaluate_sequence(pred, gt, visible), window, min_iou)
 
 
 def roc_auc(scores: np.ndarray, labels: np.ndarray) -> float:

@@ -204,7 +204,7 @@ def score_runs(runs: list[SequenceRun], sequences: dict[str, Sequence]) -> dict:
                         len(run.boxes), len(seq.gt), n)
         m = M.evaluate_sequence(run.boxes[:n], seq.gt[:n], seq.visible[:n], run.confidence[:n], name=run.name)
         inputs.append(m)
-        counts = M.reacquisition_stats(run.boxes[:n], seq.gt[:n], seq.visible[:n])
+        counts = M.reacquisition_counts(m)
         # Confidence should be high exactly when the target is there and the reported box is on it.
         roc_scores.append(run.confidence[:n])
         roc_labels.append(np.nan_to_num(m.iou, nan=0.0) > 0.5)

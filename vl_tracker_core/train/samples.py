@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from vl_tracker_core.boxes import Box, clip_box
-from vl_tracker_core.data.crops import CropTransform, crop_around, crop_side, letterbox
+from vl_tracker_core.data.crops import CropTransform, crop_around, crop_side, crop_square, letterbox
 from vl_tracker_core.models.config import ModelConfig
 
 
@@ -145,7 +145,6 @@ def tracking_sample(source: FrameSource, rng: np.random.Generator, cfg: ModelCon
     frame = source.frame(t1)
     box1 = source.target_box(t1)
     ref = box1 if box1 is not None else box0
-    side_ref = ref
     r = rng.random()
     if box1 is not None and r < 0.75:
         centre = (ref[0] + ref[2] / 2, ref[1] + ref[3] / 2)
@@ -163,10 +162,9 @@ def tracking_sample(source: FrameSource, rng: np.random.Generator, cfg: ModelCon
         else:
             h, w = frame.shape[:2]
             centre = (float(rng.uniform(0, w)), float(rng.uniform(0, h)))
-        side = crop_side(side_ref, cfg.search_factor) * float(np.exp(rng.normal(0, 0.2)))
-    scale_box = (centre[0] - side / cfg.search_factor / 2, centre[1] - side / cfg.search_factor / 2,
-                 side / cfg.search_factor, side / cfg.search_factor)
-    search, transform = crop_around(frame, scale_box, cfg.search_factor, cfg.search_size, center=centre)
+        side = crop_side(ref, cfg.search_factor) * float(np.exp(rng.normal(0, 0.2)))
+    # At least 8 px, like every crop (crop_side's floor), also after the scale jitter.
+    search, transform = crop_square(frame, centre, max(8.0, side), cfg.search_size)
     target = _box_in_input(box1, transform, cfg.search_size)
     distractors = _centres_in_input(source.other_boxes(t1), transform, cfg.search_size)
     return Sample("track", search, template, source.description, target, distractors)

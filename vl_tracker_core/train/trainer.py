@@ -299,7 +299,8 @@ def train(o: TrainOptions) -> dict:
                         conf=f"{running['conf']:.3f}")
         if step % o.save_every == 0 or step == o.steps:
             _save_state(net, opt, step, time.perf_counter() - started, state_path)
-        if step % o.val_every == 0 or step == o.steps:
+        # The last step is validated after the batch-norm calibration below, not twice.
+        if step % o.val_every == 0 and step < o.steps:
             metrics = validate(net, _to_val(val, device))
             bar.write(f"step {step}: " + ", ".join(f"{k} {v:.3f}" for k, v in metrics.items()))
             with open(history_path, "a") as handle:
