@@ -33,6 +33,7 @@ ARGUMENTS = {
     "engine_cache_dir": ("", "TensorRT engine cache folder; empty: from params_file"),
     "publish_debug_image": ("", "true: publish debug_image while subscribed; empty: from params_file"),
     "log_level": ("info", "debug | info | warn | error"),
+    "use_sim_time": ("false", "true: follow /clock, e.g. while `ros2 bag play --clock` replays a recording"),
 }
 
 
@@ -46,6 +47,10 @@ def _setup(context, *args, **kwargs):
     parameters = {**load_node_parameters(params_file), **launch_overrides(arg)}
     # Strings stay strings (a model folder named "1.0" must not become a float).
     parameters = {k: ParameterValue(v, value_type=str) if isinstance(v, str) else v for k, v in parameters.items()}
+    sim_time = arg["use_sim_time"].strip().lower()
+    if sim_time not in ("true", "false"):
+        raise ValueError(f"launch argument use_sim_time:={arg['use_sim_time']!r} is not true or false")
+    parameters["use_sim_time"] = sim_time == "true"
     image = arg["image"]
     node = Node(
         package="vl_tracker",

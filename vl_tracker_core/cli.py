@@ -16,6 +16,10 @@ class UserError(Exception):
     """A mistake in the command line or its inputs: printed as one line, exit code 2."""
 
 
+class CommandFailed(Exception):
+    """The command did its work but the result is incomplete (e.g. a damaged bag): exit code 1."""
+
+
 # ---------------------------------------------------------------- make-synthetic
 def _add_make_synthetic(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
@@ -290,41 +294,178 @@ def _run_track(args: argparse.Namespace) -> None:
     print(f"video: {summary['video']}\nper-frame results: {args.out / 'track.csv'}, {args.out / 'track.json'}")
 
 
+# ---------------------------------------------------------------- make-bag / bag-eval
+# These drive the ROS node's own processing path (vl_tracker_ros.processing, which imports no ROS), so they
+# live in vl_tracker_ros and are imported only when the command runs.
+def _add_make_bag(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "make-bag",
+        help="write a rosbag2 of a sequence (images + description), ground truth kept beside it",
+        description="Writes a rosbag2 folder with sensor_msgs/Image (rgb8) or, with --compressed, "
+        "sensor_msgs/CompressedImage (jpeg) on the image topic, and the description once on the description "
+        "topic before the first frame. The ground truth goes into the bag folder in LaSOT layout "
+        "(groundtruth.txt, nlp.txt, out_of_view.txt, full_occlusion.txt), where bag-eval finds it; rosbag2 "
+        "ignores those files.",
+    )
+    p.add_argument("seq", type=Path, nargs="?", default=None,
+                   help="a LaSOT/TNL2K/OTB-layout sequence folder (or use --synthetic)")
+    p.add_argument("--synthetic", type=int, default=None, metavar="SEED",
+                   help="render a synthetic scene (distractors and an out-of-view episode) instead of SEQ")
+    p.add_argument("--frames", type=int, default=300, help="frames of the synthetic scene (default 300)")
+    p.add_argument("--out", type=Path, required=True, help="the bag folder to write (must not exist)")
+    p.add_argument("--storage", choices=("sqlite3", "mcap"), default="sqlite3")
+    p.add_argument("--compressed", action="store_true", help="CompressedImage (jpeg) on <image topic>/compressed")
+    p.add_argument("--fps", type=float, default=30.0, help="frame rate of the stamps (default 30)")
+    p.add_argument("--image-topic", default="/camera/image_raw")
+    p.add_argument("--description-topic", default="/target_description")
+    p.add_argument("--text", default=None, help="record this description instead of the sequence's")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing bag folder at --out")
+    p.set_defaults(run=_run_make_bag)
+
+
+def _run_make_bag(args: argparse.Namespace) -> None:
+    from vl_tracker_core.models.text import DescriptionError, clean_description
+    from vl_tracker_ros.bag_writer import BagWriteError, source_from_sequence, source_from_synthetic, write_bag
+
+    if (args.seq is None) == (args.synthetic is None):
+        raise UserError("give either SEQ (a sequence folder) or --synthetic SEED")
+    if args.synthetic is not None and args.frames < 2:
+        raise UserError("--frames must be at least 2")
+    try:
+        source = (source_from_synthetic(args.synthetic, args.frames) if args.synthetic is not None
+                  else source_from_sequence(args.seq))
+        text = args.text if args.text is not None else source.description
+        try:
+            source.description = clean_description(text)
+        except DescriptionError as exc:
+            raise UserError(f"no usable description ({exc}); pass --text") from None
+        summary = write_bag(source, args.out, storage=args.storage, compressed=args.compressed, fps=args.fps,
+                            image_topic=args.image_topic, description_topic=args.description_topic,
+                            overwrite=args.overwrite)
+    except BagWriteError as exc:
+        raise UserError(str(exc)) from None
+    width, height = summary["size"]
+    print(f"wrote {summary['frames']} frames ({width}x{height}, {summary['duration_s']:.1f} s) "
+          f"on {summary['image_topic']} [{summary['image_type']}] and the description on "
+          f"{summary['description_topic']}: {args.out}")
+    print(f"description: {summary['description']!r}; ground truth: {args.out / 'groundtruth.txt'}")
+
+
+def _add_bag_eval(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "bag-eval",
+        help="replay a rosbag2 / ROS 1 bag through the node's processing path and measure it",
+        description="Reads the bag (rosbag2 sqlite3 or mcap, or ROS 1), feeds images, descriptions and init boxes "
+        "to the node's processing path in recorded order and writes into OUT: report.json / report.md (accuracy "
+        "with ground truth, latency, dropped frames), frames.csv, success/precision plots, video.mp4 and bag/ "
+        "(a rosbag2 with the node's /target, /detections and /diagnostics). --mode realtime honours the bag's "
+        "timestamps and drops frames while busy, like the node. OUT is replaced only when the run completes.",
+    )
+    p.add_argument("bag", type=Path, help="rosbag2 folder or ROS 1 .bag file")
+    p.add_argument("--out", type=Path, required=True)
+    p.add_argument("--gt", type=Path, default=None,
+                   help="ground truth: a sequence folder or an x,y,w,h-per-line file, one line per image message "
+                   "(default: groundtruth.txt inside the bag folder, as make-bag writes it)")
+    p.add_argument("--mode", choices=("offline", "realtime"), default="offline")
+    p.add_argument("--rate", type=float, default=1.0, help="realtime playback rate (default 1.0)")
+    p.add_argument("--text", default=None,
+                   help="description applied at the start, replacing those recorded in the bag")
+    p.add_argument("--image-topic", default=None, help="default: the bag's only image topic")
+    p.add_argument("--description-topic", default=None, help="default: the std_msgs/String topic *target_description")
+    p.add_argument("--init-box-topic", default=None, help="default: the vision_msgs/Detection2D topic *init_box")
+    p.add_argument("--params", type=Path, default=None, help="a ROS 2 params file for the node (config/tracker.yaml)")
+    p.add_argument("--backend", default=None, help="torch, onnxruntime or tensorrt (overrides the params file)")
+    p.add_argument("--model", type=Path, default=None, help="checkpoint or export folder (default: shipped weights)")
+    p.add_argument("--variant", default=None, help="full, no_switch or ground_every_frame")
+    p.add_argument("--threads", type=int, default=None, help="CPU threads for inference")
+    p.add_argument("--no-video", action="store_true", help="skip the annotated video")
+    p.add_argument("--output-storage", choices=("sqlite3", "mcap"), default="sqlite3")
+    p.set_defaults(run=_run_bag_eval)
+
+
+def _run_bag_eval(args: argparse.Namespace) -> None:
+    from vl_tracker_ros.bag_reader import BagError
+    from vl_tracker_ros.bag_replay import BagEvalOptions, bag_eval, make_pipeline
+    from vl_tracker_ros.launch_helpers import ParamsFileError
+
+    if not (args.rate > 0):
+        raise UserError("--rate must be positive")
+    if args.text is not None and not args.text.strip():
+        raise UserError("--text is empty")
+    overrides = {k: v for k, v in (("backend", args.backend), ("model", str(args.model) if args.model else None),
+                                   ("tracker.variant", args.variant), ("threads", args.threads)) if v is not None}
+    try:
+        pipeline = make_pipeline(args.params, overrides)
+    except (ParamsFileError, ValueError) as exc:
+        raise UserError(str(exc)) from None
+    options = BagEvalOptions(args.bag, args.out, gt=args.gt, mode=args.mode, rate=args.rate, text=args.text,
+                             image_topic=args.image_topic, description_topic=args.description_topic,
+                             init_box_topic=args.init_box_topic, video=not args.no_video,
+                             output_storage=args.output_storage)
+    try:
+        report = bag_eval(options, pipeline)
+    except BagError as exc:
+        raise UserError(str(exc)) from None
+    print((args.out / "report.md").read_text())
+    print(f"outputs: {args.out.resolve()}")
+    if report.get("damage"):
+        raise CommandFailed(f"the bag is damaged; results cover the {report['frames']} frames before the damage: "
+                            f"{report['damage']}")
+
+
 # ---------------------------------------------------------------- demo
 def _add_demo(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("demo", help="the main job end to end on a small generated set (what `make demo` runs)",
-                       description="Generates a small synthetic test set and evaluates the trackers on it, "
-                       "printing the metrics table and the output folder.")
+    p = sub.add_parser(
+        "demo", help="the main job end to end: record a bag, replay it through the node's path (what `make demo` runs)",
+        description="Writes a synthetic rosbag2 (a scene with distractors and an out-of-view episode of the target, "
+        "the description on /target_description), replays it in realtime mode with the shipped model through "
+        "the ROS node's processing path (dropping frames while busy, as the node does), then offline for "
+        "comparison, and prints the metrics table. Everything goes into one folder.",
+    )
     p.add_argument("--out", type=Path, default=Path("out/demo"))
-    p.add_argument("--sequences", type=int, default=4)
-    p.add_argument("--frames", type=int, default=150)
+    p.add_argument("--seed", type=int, default=4, help="synthetic scene seed (default 4)")
+    p.add_argument("--frames", type=int, default=300, help="frames at 30 fps (default 300: 10 s)")
+    p.add_argument("--backend", default="torch", help="inference backend (default torch, the node's default)")
     p.set_defaults(run=_run_demo)
 
 
 def _run_demo(args: argparse.Namespace) -> None:
-    from vl_tracker_core.data.readers import load_dataset
-    from vl_tracker_core.data.synthetic import make_synthetic
-    from vl_tracker_core.eval.runner import evaluate
-    from vl_tracker_core.track_video import open_input, track_input
-    from vl_tracker_core.trackers.registry import create_tracker
+    from vl_tracker_ros.bag_reader import BagError
+    from vl_tracker_ros.bag_replay import BagEvalOptions, bag_eval, make_pipeline
+    from vl_tracker_ros.bag_writer import source_from_synthetic, write_bag
 
-    data = args.out / "synthetic"
-    print(f"1/3 generating {args.sequences} synthetic test sequences (unseen wording) in {data}")
-    make_synthetic(data, "test", args.sequences, args.frames, seed=2026)
-    print("2/3 evaluating the shipped model (from the description alone) and the baselines (from the GT box)")
-    runs = [("vl", "full"), ("vl", "no_switch"), ("csrt", None), ("kcf", None)]
-    folders = []
-    for name, variant in runs:
-        title = name + (f"-{variant}" if variant else "")
-        evaluate(lambda n=name, v=variant: create_tracker(n, v), data, args.out / title, title=title)
-        folders.append(args.out / title)
-    first = sorted(load_dataset(data)[0], key=lambda s: s.name)[0]
-    print(f"3/3 annotated video of {first.name}: {first.description!r}")
-    summary = track_input(create_tracker("vl"), open_input(first.root or data / first.name), first.description,
-                          args.out / "video")
+    if args.frames < 30:
+        raise UserError("--frames must be at least 30")
+    bag = args.out / "input_bag"
+    source = source_from_synthetic(args.seed, args.frames)
+    print(f"1/3 recording a synthetic bag ({args.frames} frames, 640x480, 30 fps): {source.description!r}")
+    summary = write_bag(source, bag, overwrite=True)
+    print(f"    {bag}: {summary['out_of_view_events']} out-of-view episode(s), target absent on "
+          f"{summary['absent_frames']} frames")
+    reports = {}
+    for step, mode in ((2, "realtime"), (3, "offline")):
+        print(f"{step}/3 bag-eval --mode {mode} with the shipped model ({args.backend}) through the node's "
+              "processing path")
+        try:
+            pipeline = make_pipeline(overrides={"backend": args.backend})
+            reports[mode] = bag_eval(BagEvalOptions(bag, args.out / mode, mode=mode, video=(mode == "realtime"),
+                                                    title=f"demo {mode}"), pipeline)
+        except (BagError, ValueError) as exc:
+            raise UserError(str(exc)) from None
     print()
-    _run_compare(argparse.Namespace(reports=folders))
-    print(f"\noutputs: {args.out.resolve()}  (reports, plots, per-frame results; video: {summary['video']})")
+    print("| replay | frames | processed | dropped | latency p50 / p99 (ms) | AUC | P@20 | LT-F | re-acq@15 "
+          "| false-box | tracking frames |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
+    for mode, r in reports.items():
+        acc, lat = r["accuracy"], r["latency_ms"]
+        print(f"| {mode} | {r['frames']} | {r['processed']} | {r['dropped']} | {lat['p50']:.1f} / {lat['p99']:.1f} | "
+              f"{acc['auc']:.3f} | {acc['precision']:.3f} | {acc['lt_f']:.3f} | {acc['reacquisition_rate']:.3f} | "
+              f"{acc['false_box_rate']:.3f} | {r['states']['TRACKING']} |")
+    main_dir = (args.out / "realtime").resolve()
+    print(f"\noutputs: {main_dir}")
+    print("  video.mp4 (annotated; white box = ground truth), success.png, precision.png, report.md, frames.csv, "
+          "bag/ (the node's /target, /detections, /diagnostics)")
+    print(f"  input bag: {bag.resolve()}   offline replay: {(args.out / 'offline').resolve()}")
 
 
 # ---------------------------------------------------------------- export / build-engine / bench
@@ -456,6 +597,8 @@ _COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [
     _add_compare,
     _add_train,
     _add_track,
+    _add_make_bag,
+    _add_bag_eval,
     _add_demo,
     _add_export,
     _add_build_engine,
@@ -485,6 +628,9 @@ def main(argv: list[str] | None = None) -> int:
     except UserError as exc:
         print(f"vl-tracker {args.command}: error: {exc}", file=sys.stderr)
         return 2
+    except CommandFailed as exc:
+        print(f"vl-tracker {args.command}: error: {exc}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130

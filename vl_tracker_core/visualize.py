@@ -17,8 +17,9 @@ STATE_COLOURS = {
 
 
 def draw_overlay(frame: np.ndarray, result: TrackResult, description: str = "",
-                 gt_box: tuple[float, float, float, float] | None = None) -> np.ndarray:
-    """A copy of the RGB ``frame`` with the box (only while TRACKING), state, confidence and description."""
+                 gt_box: tuple[float, float, float, float] | None = None, note: str = "") -> np.ndarray:
+    """A copy of the RGB ``frame`` with the box (only while TRACKING), state, confidence and description;
+    ``gt_box`` is drawn thin and white, ``note`` as a second line under the state."""
     image = np.ascontiguousarray(frame.copy())
     height, width = image.shape[:2]
     thickness = max(1, round(min(height, width) / 240))
@@ -33,7 +34,10 @@ def draw_overlay(frame: np.ndarray, result: TrackResult, description: str = "",
     status = f"{result.state.name}  conf {result.confidence:.2f}"
     if result.state == TrackState.SEARCHING:
         status += f"  lost {result.frames_since_seen} frames"
-    _label(image, status, (6, int(22 * scale / 0.5)), scale, colour, thickness)
+    top = int(22 * scale / 0.5)
+    _label(image, status, (6, top), scale, colour, thickness)
+    if note:
+        _label(image, note, (6, 2 * top + 4), scale, (255, 255, 255), thickness)
     if description:
         text = description if len(description) <= 70 else description[:67] + "..."
         _label(image, f'"{text}"', (6, height - 8), scale, (255, 255, 255), thickness)

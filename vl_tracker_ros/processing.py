@@ -319,6 +319,10 @@ class TrackerPipeline:
         return Outputs(target, array, debug_image, result, (frame.shape[1], frame.shape[0]))
 
     # ------------------------------------------------------------------ errors and diagnostics
+    def report_error(self, kind: str, message: str) -> None:
+        """Count an error found outside the pipeline (e.g. a message that did not deserialise)."""
+        self._error(kind, message)
+
     def _error(self, kind: str, message: str) -> None:
         message = _printable(message)
         with self._stats_lock:
