@@ -429,3 +429,23 @@ def test_cli_make_bag_and_bag_eval_with_the_shipped_model(tmp_path, capsys):
     assert report["accuracy"] is not None and report["text"] is None  # the bag's own description was used
     assert main(["bag-eval", str(tmp_path / "nope"), "--out", str(tmp_path / "e2")]) == 2
     assert main(["bag-eval", str(bag), "--out", str(tmp_path / "e3"), "--params", str(tmp_path / "none.yaml")]) == 2
+
+
+def test_a_recorded_init_box_starts_the_replay_from_description_and_box(tmp_path):
+    # A dim blob: grounding alone (BlobEngine: confidence = brightness) would not accept it at 0.5.
+    def dim() -> Iterator[tuple[np.ndarray, FrameAnnotation]]:
+        for frame, annotation in blob_frames(10):
+            frame[frame == 250] = 90
+            yield frame, annotation
+
+    bag = tmp_path / "nlbb"
+    write_bag(BagSource("dim", "the dim square", 10, dim()), bag, init_box_topic="/init_box", progress=False)
+    with open_bag(bag) as reader:
+        assert choose_topics(reader).init_box == "/init_box"
+    report = bag_eval(options(bag, tmp_path / "out", video=False), blob_pipeline(lost_frames=50))
+    rows = (tmp_path / "out" / "frames.csv").read_text().splitlines()[1:]
+    assert rows[0].split(",")[3] == "TRACKING"
+    assert report["accuracy"]["first_frame_success"] == 1.0
+    plain = tmp_path / "nl"
+    write_bag(BagSource("dim", "the dim square", 10, dim()), plain, progress=False)
+    assert bag_eval(options(plain, tmp_path / "out2", video=False), blob_pipeline())["states"]["TRACKING"] == 0

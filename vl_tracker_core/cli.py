@@ -319,6 +319,9 @@ def _add_make_bag(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--image-topic", default="/camera/image_raw")
     p.add_argument("--description-topic", default="/target_description")
     p.add_argument("--text", default=None, help="record this description instead of the sequence's")
+    p.add_argument("--init-box", action="store_true",
+                   help="also record the first ground-truth box on /init_box (vision_msgs/Detection2D), as if the "
+                   "operator had clicked the target: the replay starts from description + box (NL+BB)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing bag folder at --out")
     p.set_defaults(run=_run_make_bag)
 
@@ -341,7 +344,7 @@ def _run_make_bag(args: argparse.Namespace) -> None:
             raise UserError(f"no usable description ({exc}); pass --text") from None
         summary = write_bag(source, args.out, storage=args.storage, compressed=args.compressed, fps=args.fps,
                             image_topic=args.image_topic, description_topic=args.description_topic,
-                            overwrite=args.overwrite)
+                            overwrite=args.overwrite, init_box_topic="/init_box" if args.init_box else None)
     except BagWriteError as exc:
         raise UserError(str(exc)) from None
     width, height = summary["size"]
@@ -420,7 +423,7 @@ def _add_demo(sub: argparse._SubParsersAction) -> None:
         description="Writes a synthetic rosbag2 (a scene with distractors and an out-of-view episode of the target, "
         "the description on /target_description), replays it in realtime mode with the shipped model through "
         "the ROS node's processing path (dropping frames while busy, as the node does), then offline for "
-        "comparison, and prints the metrics table. Everything goes into one folder.",
+        "a start from description + box, and prints the metrics table. Everything goes into one folder.",
     )
     p.add_argument("--out", type=Path, default=Path("out/demo"))
     p.add_argument("--seed", type=int, default=4, help="synthetic scene seed (default 4)")
@@ -436,36 +439,40 @@ def _run_demo(args: argparse.Namespace) -> None:
 
     if args.frames < 30:
         raise UserError("--frames must be at least 30")
-    bag = args.out / "input_bag"
-    source = source_from_synthetic(args.seed, args.frames)
-    print(f"1/3 recording a synthetic bag ({args.frames} frames, 640x480, 30 fps): {source.description!r}")
-    summary = write_bag(source, bag, overwrite=True)
-    print(f"    {bag}: {summary['out_of_view_events']} out-of-view episode(s), target absent on "
-          f"{summary['absent_frames']} frames")
+    runs = [("realtime NL", "input_bag", None), ("realtime NL+BB", "input_bag_init_box", "/init_box")]
+    description = ""
+    print(f"1/3 recording a synthetic scene as rosbag2 ({args.frames} frames, 640x480, 30 fps), twice: "
+          "description only, and description + the operator's first box on /init_box")
+    for _, name, init_box in runs:
+        source = source_from_synthetic(args.seed, args.frames)
+        description = source.description
+        summary = write_bag(source, args.out / name, overwrite=True, init_box_topic=init_box, progress=False)
+    print(f"    {description!r}: {summary['out_of_view_events']} out-of-view episode(s), target absent on "
+          f"{summary['absent_frames']} frames, distractors in view")
     reports = {}
-    for step, mode in ((2, "realtime"), (3, "offline")):
-        print(f"{step}/3 bag-eval --mode {mode} with the shipped model ({args.backend}) through the node's "
-              "processing path")
+    for step, (label, name, _) in enumerate(runs, start=2):
+        folder = args.out / label.split()[1].replace("+", "").lower()
+        print(f"{step}/3 bag-eval --mode realtime ({label.split()[1]} start), shipped model on {args.backend}, "
+              f"through the node's processing path -> {folder}")
         try:
             pipeline = make_pipeline(overrides={"backend": args.backend})
-            reports[mode] = bag_eval(BagEvalOptions(bag, args.out / mode, mode=mode, video=(mode == "realtime"),
-                                                    title=f"demo {mode}"), pipeline)
+            reports[label] = bag_eval(BagEvalOptions(args.out / name, folder, mode="realtime", title=f"demo {label}"),
+                                      pipeline)
         except (BagError, ValueError) as exc:
             raise UserError(str(exc)) from None
     print()
     print("| replay | frames | processed | dropped | latency p50 / p99 (ms) | AUC | P@20 | LT-F | re-acq@15 "
-          "| false-box | tracking frames |")
+          "| false-box | TRACKING / SEARCHING / GROUNDING frames |")
     print("|---|---|---|---|---|---|---|---|---|---|---|")
-    for mode, r in reports.items():
-        acc, lat = r["accuracy"], r["latency_ms"]
-        print(f"| {mode} | {r['frames']} | {r['processed']} | {r['dropped']} | {lat['p50']:.1f} / {lat['p99']:.1f} | "
+    for label, r in reports.items():
+        acc, lat, st = r["accuracy"], r["latency_ms"], r["states"]
+        print(f"| {label} | {r['frames']} | {r['processed']} | {r['dropped']} | {lat['p50']:.1f} / {lat['p99']:.1f} | "
               f"{acc['auc']:.3f} | {acc['precision']:.3f} | {acc['lt_f']:.3f} | {acc['reacquisition_rate']:.3f} | "
-              f"{acc['false_box_rate']:.3f} | {r['states']['TRACKING']} |")
-    main_dir = (args.out / "realtime").resolve()
-    print(f"\noutputs: {main_dir}")
-    print("  video.mp4 (annotated; white box = ground truth), success.png, precision.png, report.md, frames.csv, "
-          "bag/ (the node's /target, /detections, /diagnostics)")
-    print(f"  input bag: {bag.resolve()}   offline replay: {(args.out / 'offline').resolve()}")
+              f"{acc['false_box_rate']:.3f} | {st['TRACKING']} / {st['SEARCHING']} / {st['GROUNDING']} |")
+    print(f"\noutputs: {args.out.resolve()}")
+    print("  nl/ and nlbb/: video.mp4 (annotated; white box = ground truth), success.png, precision.png, report.md, "
+          "frames.csv, bag/ (the node's /target, /detections, /diagnostics)")
+    print("  input_bag/, input_bag_init_box/: the recorded bags (replay them into a live node with ros2 bag play)")
 
 
 # ---------------------------------------------------------------- export / build-engine / bench

@@ -18,6 +18,7 @@ import shutil
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import cv2
 import numpy as np
@@ -119,17 +120,40 @@ def write_ground_truth(folder: Path, description: str, annotations: list[FrameAn
                                             encoding="utf-8")
 
 
+def _write_init_box(writer: Writer, store: Any, factory: RosbagsMessageFactory, topic: str, box: Box,
+                    description: str, log_ns: int, frame_id: str) -> None:
+    x, y, w, h = box
+    make = factory.make
+    msgtype = "vision_msgs/msg/Detection2D"
+    hypothesis = make("vision_msgs/msg/ObjectHypothesisWithPose",
+                      hypothesis=make("vision_msgs/msg/ObjectHypothesis", class_id=description, score=1.0))
+    msg = make(msgtype, header=make("std_msgs/msg/Header", frame_id=frame_id,
+                                    stamp=make("builtin_interfaces/msg/Time", sec=log_ns // 10**9,
+                                               nanosec=log_ns % 10**9)),
+               results=[hypothesis],
+               bbox=make("vision_msgs/msg/BoundingBox2D", size_x=float(w), size_y=float(h),
+                         center=make("vision_msgs/msg/Pose2D",
+                                     position=make("vision_msgs/msg/Point2D", x=x + w / 2, y=y + h / 2))))
+    connection = writer.add_connection(topic, msgtype, typestore=store)
+    writer.write(connection, log_ns, store.serialize_cdr(msg, msgtype))
+
+
 def write_bag(source: BagSource, out: Path, *, storage: str = "sqlite3", compressed: bool = False,
               fps: float = 30.0, image_topic: str = DEFAULT_IMAGE_TOPIC,
               description_topic: str = DEFAULT_DESCRIPTION_TOPIC, frame_id: str = DEFAULT_FRAME_ID,
               start_ns: int = DEFAULT_START_NS, jpeg_quality: int = 90, overwrite: bool = False,
-              progress: bool = True) -> dict:
-    """Write ``source`` as a rosbag2 folder ``out``; returns a summary (topics, counts, duration)."""
+              init_box_topic: str | None = None, progress: bool = True) -> dict:
+    """Write ``source`` as a rosbag2 folder ``out``; returns a summary (topics, counts, duration).
+
+    With ``init_box_topic``, the first frame's ground-truth box is also recorded there as a
+    vision_msgs/Detection2D (class_id = the description), as if the operator had clicked the target:
+    a replay then starts from description + box (NL+BB).
+    """
     if storage not in STORAGES:
         raise BagWriteError(f"storage {storage!r} unknown; choose from {', '.join(STORAGES)}")
     if not (fps > 0 and np.isfinite(fps)):
         raise BagWriteError(f"--fps must be a positive number, got {fps}")
-    for topic in (image_topic, description_topic):
+    for topic in (image_topic, description_topic, *([init_box_topic] if init_box_topic else [])):
         if not topic.startswith("/") or topic.endswith("/") or " " in topic:
             raise BagWriteError(f"topic {topic!r} must be an absolute ROS name like /camera/image_raw")
     out = Path(out)
@@ -164,6 +188,11 @@ def write_bag(source: BagSource, out: Path, *, storage: str = "sqlite3", compres
                                                              desc="make-bag", disable=not progress)):
                 if size is None:
                     size = (frame.shape[1], frame.shape[0])
+                    if init_box_topic:
+                        if annotation.box is None:
+                            raise BagWriteError("--init-box needs the target on the first frame; it is absent")
+                        _write_init_box(writer, store, factory, init_box_topic, annotation.box,
+                                        source.description, start_ns - 500_000, frame_id)
                 stamp_ns = start_ns + index * period_ns
                 header = factory.make("std_msgs/msg/Header", frame_id=frame_id,
                                       stamp=factory.make("builtin_interfaces/msg/Time", sec=stamp_ns // 10**9,
