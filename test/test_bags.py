@@ -30,7 +30,7 @@ from vl_tracker_ros.bag_replay import (
     held_results,
 )
 from vl_tracker_ros.bag_writer import BagSource, BagWriteError, FrameAnnotation, source_from_sequence, write_bag
-from vl_tracker_ros.image_conversion import message_to_rgb
+from vl_tracker_ros.image_conversion import message_to_rgb, rgb_to_image_fields
 from vl_tracker_ros.processing import TrackerPipeline
 from vl_tracker_ros.rosbags_types import RosbagsMessageFactory, typestore
 
@@ -334,8 +334,6 @@ def test_descriptions_in_the_bag_apply_at_their_times_and_text_overrides_them(tm
                 words = {0: "first target", 10: "second target", 15: ""}[t]
                 writer.write(text, t * 10**8 - 1, store.serialize_cdr(factory.make("std_msgs/msg/String", data=words),
                                                                       "std_msgs/msg/String"))
-            from vl_tracker_ros.image_conversion import rgb_to_image_fields
-
             msg = factory.make("sensor_msgs/msg/Image", **rgb_to_image_fields(frame))
             writer.write(cam, t * 10**8, store.serialize_cdr(msg, "sensor_msgs/msg/Image"))
     report = bag_eval(options(tmp_path / "talk", tmp_path / "out", video=False), blob_pipeline())

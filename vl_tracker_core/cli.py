@@ -450,12 +450,14 @@ def _run_demo(args: argparse.Namespace) -> None:
     print(f"    {description!r}: {summary['out_of_view_events']} out-of-view episode(s), target absent on "
           f"{summary['absent_frames']} frames, distractors in view")
     reports = {}
+    engine = None  # loaded once, shared by both replays (each gets its own tracker)
     for step, (label, name, _) in enumerate(runs, start=2):
         folder = args.out / label.split()[1].replace("+", "").lower()
         print(f"{step}/3 bag-eval --mode realtime ({label.split()[1]} start), shipped model on {args.backend}, "
               f"through the node's processing path -> {folder}")
         try:
-            pipeline = make_pipeline(overrides={"backend": args.backend})
+            pipeline = make_pipeline(overrides={"backend": args.backend}, engine=engine)
+            engine = pipeline.tracker.engine
             reports[label] = bag_eval(BagEvalOptions(args.out / name, folder, mode="realtime", title=f"demo {label}"),
                                       pipeline)
         except (BagError, ValueError) as exc:

@@ -84,10 +84,6 @@ class BagReader:
     def topics(self) -> list[Topic]:
         raise NotImplementedError
 
-    @property
-    def start_ns(self) -> int | None:
-        return None
-
     def messages(self, topics: Iterable[str]) -> Iterator[BagMessage]:
         raise NotImplementedError
 
@@ -116,10 +112,6 @@ class _AnyBag(BagReader):
             counts[(c.topic, c.msgtype)] = counts.get((c.topic, c.msgtype), 0) + c.msgcount
         return [Topic(t, m, n) for (t, m), n in sorted(counts.items())]
 
-    @property
-    def start_ns(self) -> int | None:
-        return self._reader.start_time if self._reader.connections else None
-
     def messages(self, topics: Iterable[str]) -> Iterator[BagMessage]:
         wanted = set(topics)
         connections = [c for c in self._reader.connections if c.topic in wanted]
@@ -129,8 +121,6 @@ class _AnyBag(BagReader):
                 count += 1
                 yield _deserialized(self._reader.deserialize, connection.topic, connection.msgtype, log_ns, raw)
         except Exception as exc:  # rosbags raises several kinds (ReaderError, sqlite3, struct, lz4...)
-            if isinstance(exc, GeneratorExit):
-                raise
             raise BagDamagedError(f"{self.path}: damaged after {count} messages: {exc}") from None
 
     def _raw_messages(self, connections: list, wanted: set[str]) -> Iterator[tuple[Any, int, bytes]]:
@@ -164,11 +154,12 @@ class _SalvagedBag(BagReader):
 
     salvaged = True
 
-    def __init__(self, path: Path, records: Iterator[tuple[str, str, int, bytes]], deserialize, reason: str):
+    def __init__(self, path: Path, topics: list[tuple[str, str]], records: Iterator[tuple[str, str, int, bytes]],
+                 deserialize, reason: str):
         self.path = path
         self.damage = reason
         self._deserialize = deserialize
-        self._topics: dict[str, str] = {}
+        self._topics = dict(topics)
         self._records = records
 
     @property
@@ -441,9 +432,7 @@ def _salvage(path: Path, reason: str) -> BagReader:
     else:
         topics, records, deserialize = _ros1_salvage(path)
 
-    bag = _SalvagedBag(path, records, deserialize, reason)
-    bag._topics = dict(topics)
-    return bag
+    return _SalvagedBag(path, topics, records, deserialize, reason)
 
 
 def open_bag(path: str | Path) -> BagReader:

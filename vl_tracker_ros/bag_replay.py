@@ -37,6 +37,7 @@ import cv2
 import numpy as np
 from tqdm import tqdm
 
+from vl_tracker_core.engines.base import Engine
 from vl_tracker_core.trackers.base import TrackResult, TrackState
 from vl_tracker_core.visualize import draw_overlay
 from vl_tracker_ros.bag_reader import BagDamagedError, BagError, BagMessage, BagReader, describe_topics, open_bag
@@ -148,7 +149,7 @@ class GroundTruth:
 def load_ground_truth(gt: Path | None, bag_path: Path) -> GroundTruth | None:
     """From ``--gt`` (a sequence folder or an x,y,w,h file) or, without it, the files make-bag keeps in the bag
     folder. None when there is no ground truth (the replay still measures latency and drops)."""
-    from vl_tracker_core.data.readers import DatasetError, load_sequence, read_groundtruth
+    from vl_tracker_core.data.readers import DatasetError, load_sequence, read_groundtruth, visible_from_boxes
 
     if gt is None:
         if bag_path.is_dir() and (bag_path / "groundtruth.txt").is_file():
@@ -169,8 +170,7 @@ def load_ground_truth(gt: Path | None, bag_path: Path) -> GroundTruth | None:
         boxes, warnings = read_groundtruth(gt)
     except DatasetError as exc:
         raise BagError(f"ground truth: {exc}") from None
-    visible = np.isfinite(boxes).all(axis=1) & (boxes[:, 2] > 0) & (boxes[:, 3] > 0)
-    return GroundTruth(boxes, visible, "", str(gt), warnings)
+    return GroundTruth(boxes, visible_from_boxes(boxes), "", str(gt), warnings)
 
 
 # ------------------------------------------------------------------------------------------- output bag
@@ -245,6 +245,8 @@ class Replayer:
         return record
 
     def _process(self, record: FrameRecord, msg: Any, arrival_wall: float, publish_ns: Callable[[], int]) -> None:
+        if self.progress is not None:
+            self.progress.update(1)
         if msg is None:
             record.error = "message does not deserialise"
             self.pipeline.report_error("image", f"frame {record.index + 1}: {record.error}")
@@ -252,8 +254,6 @@ class Replayer:
         start = self.clock()
         outputs: Outputs | None = self.pipeline.on_image(msg)
         done = self.clock()
-        if self.progress is not None:
-            self.progress.update(1)
         if outputs is None:
             record.error = self.pipeline.stats.last_error
             return
@@ -642,8 +642,6 @@ def bag_eval(options: BagEvalOptions, pipeline: TrackerPipeline) -> dict:
             finally:
                 bar.close()
                 output.close()
-            if bag.salvaged and not replay.damage:
-                replay.damage = bag.damage
             if not any(f.processed for f in replay.frames) and replay.frames and not replay.damage:
                 first = next((f.error for f in replay.frames if f.error), "")
                 raise BagError(f"{options.bag}: no frame of {topics.image} [{topics.image_type}] could be used "
@@ -670,9 +668,11 @@ def bag_eval(options: BagEvalOptions, pipeline: TrackerPipeline) -> dict:
     return report
 
 
-def make_pipeline(params_file: Path | None = None, overrides: dict[str, Any] | None = None) -> TrackerPipeline:
+def make_pipeline(params_file: Path | None = None, overrides: dict[str, Any] | None = None,
+                  engine: Engine | None = None) -> TrackerPipeline:
     """A TrackerPipeline built the way the node builds its own: node parameters (defaults, then a ROS params
-    file, then ``overrides``), the same engine options and tracker parameters, rosbags output messages."""
+    file, then ``overrides``), the same engine options and tracker parameters, rosbags output messages.
+    ``engine``: reuse one already built (from the same parameters) instead of loading the model again."""
     from vl_tracker_core.engines import create_engine
     from vl_tracker_core.tracker import VLTracker
     from vl_tracker_ros.launch_helpers import check_parameters, load_node_parameters
@@ -688,6 +688,7 @@ def make_pipeline(params_file: Path | None = None, overrides: dict[str, Any] | N
         if reason:
             raise ValueError(reason)
     params = tracker_params_from_values(values)
-    engine = create_engine(**engine_options(values))
+    if engine is None:
+        engine = create_engine(**engine_options(values))
     return TrackerPipeline(VLTracker(engine, params), RosbagsMessageFactory(),
                            on_error=lambda kind, message: log.debug("%s: %s", kind, message))

@@ -26,6 +26,7 @@ from rosbags.rosbag2 import StoragePlugin, Writer
 from tqdm import tqdm
 
 from vl_tracker_core.boxes import Box
+from vl_tracker_core.data.readers import write_lasot_annotations
 from vl_tracker_ros.image_conversion import rgb_to_image_fields
 from vl_tracker_ros.rosbags_types import RosbagsMessageFactory, typestore
 
@@ -102,22 +103,6 @@ def source_from_synthetic(seed: int, frames: int, width: int = 640, height: int 
             yield scene.render(t), FrameAnnotation(scene.target_box(t), bool(full), bool(oov))
 
     return BagSource(f"synthetic-{seed}", scene.description, len(scene), render())
-
-
-def _fmt(value: float) -> str:
-    text = f"{value:.2f}".rstrip("0").rstrip(".")
-    return text if text not in ("", "-0") else "0"
-
-
-def write_ground_truth(folder: Path, description: str, annotations: list[FrameAnnotation]) -> None:
-    """LaSOT-layout ground-truth files (absent frames: ``0,0,0,0`` and a flag)."""
-    lines = ["0,0,0,0" if a.box is None else ",".join(_fmt(v) for v in a.box) for a in annotations]
-    (folder / "groundtruth.txt").write_text("\n".join(lines) + "\n", encoding="utf-8")
-    (folder / "nlp.txt").write_text(description + "\n", encoding="utf-8")
-    (folder / "full_occlusion.txt").write_text(",".join("1" if a.full_occlusion else "0" for a in annotations)
-                                               + "\n", encoding="utf-8")
-    (folder / "out_of_view.txt").write_text(",".join("1" if a.out_of_view else "0" for a in annotations) + "\n",
-                                            encoding="utf-8")
 
 
 def _write_init_box(writer: Writer, store: Any, factory: RosbagsMessageFactory, topic: str, box: Box,
@@ -209,7 +194,9 @@ def write_bag(source: BagSource, out: Path, *, storage: str = "sqlite3", compres
                 annotations.append(annotation)
         if not annotations:
             raise BagWriteError(f"{source.name}: no frames to write")
-        write_ground_truth(staging, source.description, annotations)
+        write_lasot_annotations(staging, source.description, [a.box for a in annotations],
+                                [a.full_occlusion for a in annotations], [a.out_of_view for a in annotations],
+                                decimals=2)
         if out.exists():
             shutil.rmtree(out)
         os.replace(staging, out)

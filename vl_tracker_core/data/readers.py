@@ -43,10 +43,12 @@ from __future__ import annotations
 import logging
 import math
 import re
+from collections.abc import Sequence as Sequence_
 from pathlib import Path
 
 import numpy as np
 
+from vl_tracker_core.boxes import Box
 from vl_tracker_core.data.sequence import Sequence
 
 logger = logging.getLogger(__name__)
@@ -185,8 +187,28 @@ def list_frames(folder: Path) -> list[Path]:
     return sorted(files, key=_frame_sort_key)
 
 
-def _visible_from_boxes(gt: np.ndarray) -> np.ndarray:
+def visible_from_boxes(gt: np.ndarray) -> np.ndarray:
+    """(N,) True where a row of ``gt`` is a box: finite, of positive size."""
     return np.isfinite(gt).all(axis=1) & (gt[:, 2] > 0) & (gt[:, 3] > 0)
+
+
+def _format_number(value: float, decimals: int) -> str:
+    text = f"{value:.{decimals}f}".rstrip("0").rstrip(".") if decimals > 0 else f"{value:.0f}"
+    return text if text not in ("", "-0") else "0"
+
+
+def write_lasot_annotations(folder: str | Path, description: str, boxes: Sequence_[Box | None],
+                            full_occlusion: Sequence_[bool], out_of_view: Sequence_[bool], decimals: int = 1) -> None:
+    """Write LaSOT's annotation files into ``folder``: ``groundtruth.txt`` (x,y,w,h per frame, ``0,0,0,0``
+    where ``boxes`` has None; numbers with at most ``decimals`` decimals), ``nlp.txt``, and
+    ``full_occlusion.txt`` / ``out_of_view.txt`` (one comma-separated line of 0/1). What ``read_lasot``
+    reads back (without frames: ``require_frames=False``)."""
+    folder = Path(folder)
+    lines = ["0,0,0,0" if box is None else ",".join(_format_number(v, decimals) for v in box) for box in boxes]
+    (folder / "groundtruth.txt").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    (folder / "nlp.txt").write_text(description + "\n", encoding="utf-8")
+    for name, flags in (("full_occlusion.txt", full_occlusion), ("out_of_view.txt", out_of_view)):
+        (folder / name).write_text(",".join("1" if f else "0" for f in flags) + "\n", encoding="utf-8")
 
 
 # --------------------------------------------------------------------------- layouts
@@ -288,7 +310,7 @@ def read_lasot(folder: str | Path, require_frames: bool = True) -> Sequence:
     """Read one LaSOT sequence folder."""
     folder = Path(folder)
     gt, warnings = read_groundtruth(folder / "groundtruth.txt")
-    visible = _visible_from_boxes(gt)
+    visible = visible_from_boxes(gt)
     for name in ("full_occlusion.txt", "out_of_view.txt"):
         flags, flag_warnings = read_flags(folder / name, len(gt))
         warnings += flag_warnings
@@ -307,7 +329,7 @@ def read_tnl2k(folder: str | Path, require_frames: bool = True) -> Sequence:
     description, text_warnings = read_sentence(folder / "language.txt")
     warnings += text_warnings
     frames = list_frames(folder / "imgs")
-    return _assemble(folder, "tnl2k", frames, folder / "imgs", gt, _visible_from_boxes(gt), description, warnings,
+    return _assemble(folder, "tnl2k", frames, folder / "imgs", gt, visible_from_boxes(gt), description, warnings,
                      require_frames)
 
 
@@ -333,7 +355,7 @@ def read_otb(folder: str | Path, require_frames: bool = True) -> Sequence:
             warnings += text_warnings
             break
     frames = list_frames(folder / "img")
-    return _assemble(folder, "otb", frames, folder / "img", gt, _visible_from_boxes(gt), description, warnings,
+    return _assemble(folder, "otb", frames, folder / "img", gt, visible_from_boxes(gt), description, warnings,
                      require_frames)
 
 

@@ -20,6 +20,7 @@ import cv2
 import numpy as np
 from tqdm import tqdm
 
+from vl_tracker_core.data.readers import write_lasot_annotations
 from vl_tracker_core.data.synthetic.world import SceneConfig, SyntheticScene
 
 SPLITS: tuple[str, ...] = ("train", "val", "test")
@@ -89,11 +90,6 @@ def iter_scenes(
         )
 
 
-def _fmt(value: float) -> str:
-    text = f"{value:.1f}"
-    return text[:-2] if text.endswith(".0") else text
-
-
 def write_sequence(scene: SyntheticScene, out_dir: Path, name: str, jpeg_quality: int = 90) -> Path:
     """Render ``scene`` to ``<out_dir>/<name>`` in the LaSOT layout; returns the sequence folder."""
     seq_dir = Path(out_dir) / name
@@ -101,21 +97,17 @@ def write_sequence(scene: SyntheticScene, out_dir: Path, name: str, jpeg_quality
     img_dir.mkdir(parents=True, exist_ok=True)
     for stale in img_dir.glob("[0-9]" * 8 + ".jpg"):  # a shorter rewrite must not keep old frames
         stale.unlink()
-    gt, occlusion, out_of_view = [], [], []
+    boxes, occlusion, out_of_view = [], [], []
     params = [cv2.IMWRITE_JPEG_QUALITY, int(jpeg_quality)]
     for t in range(len(scene)):
         path = img_dir / f"{t + 1:08d}.jpg"
         if not cv2.imwrite(str(path), cv2.cvtColor(scene.render(t), cv2.COLOR_RGB2BGR), params):
             raise OSError(f"cannot write {path}")
-        box = scene.target_box(t)
         full, oov = scene.flags(t)
-        gt.append("0,0,0,0" if box is None else ",".join(_fmt(v) for v in box))
-        occlusion.append("1" if full else "0")
-        out_of_view.append("1" if oov else "0")
-    (seq_dir / "groundtruth.txt").write_text("\n".join(gt) + "\n")
-    (seq_dir / "nlp.txt").write_text(scene.description + "\n")
-    (seq_dir / "full_occlusion.txt").write_text(",".join(occlusion) + "\n")
-    (seq_dir / "out_of_view.txt").write_text(",".join(out_of_view) + "\n")
+        boxes.append(scene.target_box(t))
+        occlusion.append(full)
+        out_of_view.append(oov)
+    write_lasot_annotations(seq_dir, scene.description, boxes, occlusion, out_of_view, decimals=1)
     return seq_dir
 
 
