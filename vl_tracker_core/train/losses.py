@@ -1,5 +1,8 @@
 """Losses: centre heat map (focal), box (L1 + GIoU), confidence with real negatives,
-and vision-language similarity (per-peak BCE plus an in-batch contrastive term)."""
+vision-language similarity (per-peak BCE plus an in-batch contrastive term), and two
+ranking terms that make the described object win over the other objects in view:
+a softmax over all cells of the heat map, and a softmax over the similarity at the
+target's cell and at every other object's cell."""
 
 from __future__ import annotations
 
@@ -7,7 +10,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-WEIGHTS = {"heat": 1.0, "l1": 5.0, "giou": 2.0, "conf": 1.0, "sim": 0.5, "nce": 0.5}
+WEIGHTS = {"heat": 1.0, "l1": 5.0, "giou": 2.0, "conf": 1.0, "sim": 0.5, "nce": 0.5, "rank": 0.5, "sim_rank": 0.5}
+
+#: temperature of the similarity ranking softmax (cosines lie in [-1, 1])
+SIM_RANK_TEMPERATURE = 0.1
 
 
 def heat_targets(boxes: list, size: int, grid: int) -> tuple[Tensor, Tensor, Tensor]:
@@ -128,6 +134,7 @@ def compute_losses(out: dict[str, Tensor], boxes: list, distractors: list[list[t
             neg_b.append(i)
             neg_x.append(x)
             neg_y.append(y)
+    neg_cos = None
     if neg_b:
         nb = torch.tensor(neg_b)
         neg_cos = (emb[nb, :, torch.tensor(neg_y), torch.tensor(neg_x)] * text[nb]).sum(-1)
@@ -135,7 +142,45 @@ def compute_losses(out: dict[str, Tensor], boxes: list, distractors: list[list[t
         sim_labels.append(torch.zeros_like(neg_cos))
     losses["sim"] = F.binary_cross_entropy_with_logits(torch.cat(sim_logits), torch.cat(sim_labels))
     losses.setdefault("nce", zero)
+    losses["rank"] = heat_rank_loss(out["heat"], heat_t, cells, present)
+    losses["sim_rank"] = zero
+    if neg_cos is not None and present.any():
+        losses["sim_rank"] = similarity_rank_loss(emb, text, cells, present, neg_b, neg_cos)
     return losses
+
+
+def heat_rank_loss(heat_logits: Tensor, heat_t: Tensor, cells: Tensor, present: Tensor) -> Tensor:
+    """Cross-entropy of the target's cell against every cell of the heat map, for inputs holding the
+    target. The focal loss scores each cell on its own; this one makes the target's peak beat every other
+    peak, distractors included -- what picking the best candidate needs. Cells inside the target's own
+    Gaussian (other than its centre) are left out: they are the same object, not competitors."""
+    if not present.any():
+        return heat_logits.sum() * 0.0
+    idx = present.nonzero().squeeze(1)
+    grid_w = heat_logits.shape[-1]
+    logits = heat_logits[idx, 0].flatten(1)
+    target = cells[idx, 1] * grid_w + cells[idx, 0]
+    near = heat_t[idx, 0].flatten(1) > 0.3
+    near[torch.arange(len(idx)), target] = False
+    return F.cross_entropy(logits.masked_fill(near, -1e4), target)
+
+
+def similarity_rank_loss(emb: Tensor, text: Tensor, cells: Tensor, present: Tensor, neg_b: list[int],
+                         neg_cos: Tensor) -> Tensor:
+    """For each input with the target and at least one other object in view: a softmax over the
+    vision-language similarity at the target's cell and at the other objects' cells, the target first."""
+    terms = []
+    nb = torch.tensor(neg_b)
+    for i in present.nonzero().squeeze(1).tolist():
+        negatives = neg_cos[nb == i]
+        if len(negatives) == 0:
+            continue
+        pos = (emb[i, :, cells[i, 1], cells[i, 0]] * text[i]).sum().reshape(1)
+        logits = torch.cat([pos, negatives]) / SIM_RANK_TEMPERATURE
+        terms.append(F.cross_entropy(logits.unsqueeze(0), torch.zeros(1, dtype=torch.long)))
+    if not terms:
+        return neg_cos.sum() * 0.0
+    return torch.stack(terms).mean()
 
 
 def total_loss(losses: dict[str, Tensor]) -> Tensor:

@@ -1,0 +1,97 @@
+"""The training losses on hand-made maps: what each term rewards and what it ignores."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from vl_tracker_core.train.losses import compute_losses, heat_rank_loss, heat_targets, similarity_rank_loss
+
+GRID = 16
+SIZE = 128  # stride 8
+
+
+def _maps(box):
+    heat_t, cells, present = heat_targets([box], SIZE, GRID)
+    return heat_t, cells, present
+
+
+def test_heat_ranking_prefers_the_target_peak_over_a_distractor_peak():
+    box = (40.0, 40.0, 16.0, 16.0)  # centre (48, 48) -> cell (6, 6)
+    heat_t, cells, present = _maps(box)
+    assert cells[0].tolist() == [6, 6]
+    target_wins = torch.full((1, 1, GRID, GRID), -5.0)
+    target_wins[0, 0, 6, 6] = 4.0
+    target_wins[0, 0, 12, 2] = 2.0  # a distractor, weaker
+    distractor_wins = target_wins.clone()
+    distractor_wins[0, 0, 12, 2] = 6.0
+    good = heat_rank_loss(target_wins, heat_t, cells, present)
+    bad = heat_rank_loss(distractor_wins, heat_t, cells, present)
+    assert good < 0.2 < 2.0 < bad
+
+
+def test_heat_ranking_does_not_punish_the_targets_own_neighbourhood():
+    box = (40.0, 40.0, 32.0, 32.0)  # a large target: its Gaussian covers the neighbouring cells
+    heat_t, cells, present = _maps(box)
+    logits = torch.full((1, 1, GRID, GRID), -5.0)
+    logits[0, 0, 7, 7] = 3.0
+    hot_neighbour = logits.clone()
+    hot_neighbour[0, 0, 7, 8] = 3.0  # right next to the centre, inside the Gaussian
+    hot_elsewhere = logits.clone()
+    hot_elsewhere[0, 0, 1, 14] = 3.0
+    base = heat_rank_loss(logits, heat_t, cells, present)
+    assert torch.isclose(heat_rank_loss(hot_neighbour, heat_t, cells, present), base)
+    assert heat_rank_loss(hot_elsewhere, heat_t, cells, present) > base + 0.5
+
+
+def test_heat_ranking_is_zero_without_a_target_and_keeps_the_graph():
+    heat_t, cells, present = heat_targets([None, None], SIZE, GRID)
+    logits = torch.randn(2, 1, GRID, GRID, requires_grad=True)
+    loss = heat_rank_loss(logits, heat_t, cells, present)
+    assert float(loss.detach()) == 0.0
+    loss.backward()  # a batch of absent targets still back-propagates (zero gradient)
+    assert torch.count_nonzero(logits.grad) == 0
+
+
+def test_similarity_ranking_prefers_the_target_embedding():
+    text = F.normalize(torch.tensor([[1.0, 0.0, 0.0]]), dim=-1)
+    emb = torch.zeros(1, 3, GRID, GRID)
+    emb[0, :, 6, 6] = torch.tensor([0.9, 0.1, 0.0])  # target cell: close to the sentence
+    emb[0, :, 2, 12] = torch.tensor([0.1, 0.9, 0.0])  # distractor cell (x=12, y=2)
+    emb = F.normalize(emb + 1e-6, dim=1)
+    cells = torch.tensor([[6, 6]])
+    present = torch.tensor([True])
+    neg_cos = (emb[0, :, 2, 12] * text[0]).sum().reshape(1)
+    good = similarity_rank_loss(emb, text, cells, present, [0], neg_cos)
+    swapped = emb.clone()
+    swapped[0, :, 6, 6], swapped[0, :, 2, 12] = emb[0, :, 2, 12], emb[0, :, 6, 6]
+    neg_swapped = (swapped[0, :, 2, 12] * text[0]).sum().reshape(1)
+    bad = similarity_rank_loss(swapped, text, cells, present, [0], neg_swapped)
+    assert good < 0.01 and bad > 5.0
+
+
+def test_compute_losses_reports_every_weighted_term():
+    from vl_tracker_core.train.losses import WEIGHTS, total_loss
+
+    torch.manual_seed(0)
+    b, e = 3, 8
+    out = {
+        "heat": torch.randn(b, 1, GRID, GRID, requires_grad=True),
+        "map_size": torch.rand(b, 2, GRID, GRID),
+        "map_offset": torch.rand(b, 2, GRID, GRID),
+        "map_embed": F.normalize(torch.randn(b, e, GRID, GRID), dim=1),
+        "text_emb": F.normalize(torch.randn(b, e), dim=-1),
+        "boxes": torch.rand(b, 5, 4) * 60 + 5,
+        "conf_logit": torch.randn(b, 5),
+        "cos": torch.rand(b, 5) * 2 - 1,
+        "sim_scale": torch.tensor(5.0),
+        "sim_bias": torch.tensor(0.0),
+    }
+    boxes = [(10.0, 10.0, 20.0, 20.0), None, (60.0, 70.0, 30.0, 25.0)]
+    distractors = [[(100.0, 100.0)], [(50.0, 50.0)], [(20.0, 20.0), (110.0, 30.0)]]
+    losses = compute_losses(out, boxes, distractors, ["a", "b", "c"], SIZE)
+    assert set(losses) == set(WEIGHTS)
+    assert all(torch.isfinite(v) for v in losses.values())
+    assert float(losses["rank"]) > 0 and float(losses["sim_rank"]) > 0
+    total_loss(losses).backward()
+    assert out["heat"].grad is not None and torch.count_nonzero(out["heat"].grad) > 0
