@@ -211,8 +211,11 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--data", nargs="+", default=["synthetic"],
                    help="'synthetic' and/or dataset folders (LaSOT/TNL2K/OTB with descriptions); mixed in turn")
     p.add_argument("--steps", type=int, default=2400)
-    p.add_argument("--batch", type=int, default=32, help="tracking samples per step")
-    p.add_argument("--ground-batch", type=int, default=12, help="grounding samples per step")
+    p.add_argument("--batch", type=int, default=24, help="tracking samples per step (default 24)")
+    p.add_argument("--ground-batch", type=int, default=16, help="grounding samples per step (default 16)")
+    p.add_argument("--ground-alternate", type=float, default=0.5,
+                   help="share of grounding samples (synthetic world) whose target is another object of the "
+                   "frame, named by its own description (default 0.5)")
     p.add_argument("--lr", type=float, default=1e-3)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--val-every", type=int, default=300)
@@ -241,12 +244,15 @@ def _run_train(args: argparse.Namespace) -> None:
 
         hidden = TextEncoder(args.text_encoder, config.max_text_tokens).hidden_size
         config = dataclasses.replace(config, text_encoder=str(Path(args.text_encoder).resolve()), text_dim=hidden)
+    if not 0.0 <= args.ground_alternate <= 1.0:
+        raise UserError(f"--ground-alternate must lie in [0, 1], got {args.ground_alternate}")
     for d in args.data:
         if d != "synthetic" and not Path(d).is_dir():
             raise UserError(f"--data {d}: not 'synthetic' and not a folder")
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     options = TrainOptions(out=args.out, config=config, steps=args.steps, track_batch=args.batch,
-                           ground_batch=args.ground_batch, lr=args.lr, seed=args.seed, data=tuple(args.data),
+                           ground_batch=args.ground_batch, ground_alternate=args.ground_alternate, lr=args.lr,
+                           seed=args.seed, data=tuple(args.data),
                            val_every=args.val_every, device=device, threads=args.threads,
                            resume=not args.no_resume,
                            command="vl-tracker " + " ".join(shlex.quote(a) for a in sys.argv[1:]))

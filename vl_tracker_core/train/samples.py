@@ -42,6 +42,11 @@ class FrameSource:
         """Whether the description still identifies the target at frame t."""
         return True
 
+    def alternate_target(self, t: int, rng: np.random.Generator) -> tuple[str, Box, list[Box]] | None:
+        """Another object in view at frame t with a description of its own: (description, its box, the
+        other objects' boxes), or None where the source cannot say one."""
+        return None
+
 
 class SceneSource(FrameSource):
     """A synthetic scene; caches the last rendered frames (a sample looks at a frame several times)."""
@@ -71,6 +76,25 @@ class SceneSource(FrameSource):
     def groundable(self, t: int) -> bool:
         # Relations ("left of the green circle") are only guaranteed on the first frame.
         return t == 0 or self.scene.relation_anchor is None
+
+    def alternate_target(self, t: int, rng: np.random.Generator) -> tuple[str, Box, list[Box]] | None:
+        """One of the other objects in view, described by its attributes alone (they hold on every frame),
+        unique among all the scene's objects; None when no such object is in view. Grounding the same
+        frame from different sentences to different objects is what forces the network to read them."""
+        from vl_tracker_core.data.synthetic import language as lang
+
+        boxes = self.scene.object_boxes(t)
+        specs = self.scene.objects
+        candidates = [i for i, b in enumerate(boxes) if b is not None and i != self.scene.target_index]
+        if not candidates:
+            return None
+        j = candidates[int(rng.integers(0, len(candidates)))]
+        others = [spec for i, spec in enumerate(specs) if i != j]
+        try:
+            said = lang.describe_structured(specs[j], others, rng, self.scene.paraphrases)
+        except lang.AmbiguousTargetError:
+            return None
+        return said.text, boxes[j], [b for i, b in enumerate(boxes) if b is not None and i != j]
 
 
 class SequenceSource(FrameSource):
@@ -170,15 +194,23 @@ def tracking_sample(source: FrameSource, rng: np.random.Generator, cfg: ModelCon
     return Sample("track", search, template, source.description, target, distractors)
 
 
-def grounding_sample(source: FrameSource, rng: np.random.Generator, cfg: ModelConfig) -> Sample:
+def grounding_sample(source: FrameSource, rng: np.random.Generator, cfg: ModelConfig,
+                     alternate_prob: float = 0.0) -> Sample:
+    """A whole frame and the source's description; with probability ``alternate_prob`` another object of
+    the frame is the target, named by a description of its own (where the source has one)."""
     t = 0 if rng.random() < 0.5 else int(rng.integers(0, len(source)))
     if not source.groundable(t):
         t = 0
+    description, box, others = source.description, source.target_box(t), source.other_boxes(t)
+    if alternate_prob > 0.0 and rng.random() < alternate_prob:
+        alternate = source.alternate_target(t, rng)
+        if alternate is not None:
+            description, box, others = alternate
     frame = source.frame(t)
     image, transform = letterbox(frame, cfg.ground_size)
-    target = _box_in_input(source.target_box(t), transform, cfg.ground_size)
-    distractors = _centres_in_input(source.other_boxes(t), transform, cfg.ground_size)
-    return Sample("ground", image, None, source.description, target, distractors)
+    target = _box_in_input(box, transform, cfg.ground_size)
+    distractors = _centres_in_input(others, transform, cfg.ground_size)
+    return Sample("ground", image, None, description, target, distractors)
 
 
 def synthetic_sources(seed: int, frames: int = 150) -> Callable[[int], FrameSource]:
@@ -205,8 +237,8 @@ def folder_sources(sequences: list) -> Callable[[int], FrameSource]:
 
 
 def sample_stream(make_source: Callable[[int], FrameSource], cfg: ModelConfig, seed: int, start_batch: int,
-                  track_batch: int, ground_batch: int, window: int = 16, new_per_batch: int = 2
-                  ) -> Iterator[tuple[list[Sample], list[Sample]]]:
+                  track_batch: int, ground_batch: int, window: int = 16, new_per_batch: int = 2,
+                  ground_alternate: float = 0.0) -> Iterator[tuple[list[Sample], list[Sample]]]:
     """Batches of (tracking samples, grounding samples).
 
     Batch ``k`` draws from the sources ``[new_per_batch * k, new_per_batch * k + window)``: a sliding window,
@@ -233,6 +265,6 @@ def sample_stream(make_source: Callable[[int], FrameSource], cfg: ModelConfig, s
             if sample is not None:
                 track.append(sample)
         for _ in range(ground_batch):
-            ground.append(grounding_sample(sources[int(rng.integers(0, window))], rng, cfg))
+            ground.append(grounding_sample(sources[int(rng.integers(0, window))], rng, cfg, ground_alternate))
         yield track, ground
         batch += 1

@@ -35,8 +35,10 @@ class TrainOptions:
     out: Path
     config: ModelConfig
     steps: int = 2400
-    track_batch: int = 32
-    ground_batch: int = 12
+    track_batch: int = 24
+    ground_batch: int = 16
+    #: share of grounding samples whose target is another object of the frame, with its own description
+    ground_alternate: float = 0.5
     lr: float = 1e-3
     weight_decay: float = 0.05
     warmup: int = 150
@@ -83,7 +85,8 @@ class _Stream(torch.utils.data.IterableDataset):
         encoder = TextEncoder(o.config.text_encoder, o.config.max_text_tokens)
         make_source = _make_sources(o)
         for track, ground in S.sample_stream(make_source, o.config, o.seed, self.start_batch,
-                                             o.track_batch, o.ground_batch):
+                                             o.track_batch, o.ground_batch,
+                                             ground_alternate=o.ground_alternate):
             yield _collate(track, encoder), (_collate(ground, encoder) if ground else None)
 
 
