@@ -122,6 +122,20 @@ def test_minilm_text_encoder_gives_real_embeddings():
     assert s_red @ s_scarlet > s_red @ s_blue
 
 
+
+def test_text_cache_never_evicts_a_text_of_the_same_call():
+    # Regression: a full cache used to evict its oldest entry while encoding new texts, even when that
+    # entry was a text of the same call, which then failed with a KeyError (a training run died on it).
+    enc = TextEncoder("default", max_tokens=24, cache_size=2)
+    enc.encode(["the red ball", "the blue cube"])
+    feats, _ = enc.encode(["the red ball", "a green ring", "the red ball"])
+    fresh = TextEncoder("default", max_tokens=24)
+    expected, _ = fresh.encode(["the red ball", "a green ring"])
+    np.testing.assert_allclose(feats[0], expected[0], atol=1e-5)
+    np.testing.assert_allclose(feats[1], expected[1], atol=1e-5)
+    np.testing.assert_array_equal(feats[0], feats[2])
+    assert list(enc._cache) == ["the red ball", "a green ring"]  # the least recently used went
+
 def test_other_transformers_encoder_loads_from_a_directory(tmp_path: Path):
     """Another HF model directory (a tiny random BERT) goes through the same loading code."""
     from transformers import BertConfig, BertModel

@@ -147,16 +147,21 @@ class TextEncoder:
 
     def encode(self, texts: list[str]) -> tuple[np.ndarray, np.ndarray]:
         """Token features ``(B, L, H)`` float32 and mask ``(B, L)`` float32 for each text."""
-        missing = [t for t in dict.fromkeys(texts) if t not in self._cache]
+        found: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+        for text in dict.fromkeys(texts):
+            if text in self._cache:
+                self._cache.move_to_end(text)  # least recently used goes first, not a text of this call
+                found[text] = self._cache[text]
+        missing = [t for t in dict.fromkeys(texts) if t not in found]
         if missing:
             ids, mask = self.tokenizer(missing)
             with self._torch.inference_mode():
                 out = self.model(input_ids=self._torch.from_numpy(ids),
                                  attention_mask=self._torch.from_numpy(mask)).last_hidden_state.numpy()
             for i, text in enumerate(missing):
-                self._cache[text] = (out[i].astype(np.float32), mask[i].astype(np.float32))
-                if len(self._cache) > self._cache_size:
-                    self._cache.popitem(last=False)
-        feats = np.stack([self._cache[t][0] for t in texts])
-        masks = np.stack([self._cache[t][1] for t in texts])
+                found[text] = self._cache[text] = (out[i].astype(np.float32), mask[i].astype(np.float32))
+            while len(self._cache) > self._cache_size:
+                self._cache.popitem(last=False)
+        feats = np.stack([found[t][0] for t in texts])
+        masks = np.stack([found[t][1] for t in texts])
         return feats, masks
