@@ -59,14 +59,15 @@ def test_similarity_ranking_prefers_the_target_embedding():
     emb[0, :, 6, 6] = torch.tensor([0.9, 0.1, 0.0])  # target cell: close to the sentence
     emb[0, :, 2, 12] = torch.tensor([0.1, 0.9, 0.0])  # distractor cell (x=12, y=2)
     emb = F.normalize(emb + 1e-6, dim=1)
-    cells = torch.tensor([[6, 6]])
     present = torch.tensor([True])
-    neg_cos = (emb[0, :, 2, 12] * text[0]).sum().reshape(1)
-    good = similarity_rank_loss(emb, text, cells, present, [0], neg_cos)
+
+    def cos(e, y, x):
+        return (e[0, :, y, x] * text[0]).sum().reshape(1)
+
+    good = similarity_rank_loss(cos(emb, 6, 6), present, [0], cos(emb, 2, 12))
     swapped = emb.clone()
     swapped[0, :, 6, 6], swapped[0, :, 2, 12] = emb[0, :, 2, 12], emb[0, :, 6, 6]
-    neg_swapped = (swapped[0, :, 2, 12] * text[0]).sum().reshape(1)
-    bad = similarity_rank_loss(swapped, text, cells, present, [0], neg_swapped)
+    bad = similarity_rank_loss(cos(swapped, 6, 6), present, [0], cos(swapped, 2, 12))
     assert good < 0.01 and bad > 5.0
 
 

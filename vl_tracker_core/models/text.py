@@ -147,12 +147,13 @@ class TextEncoder:
 
     def encode(self, texts: list[str]) -> tuple[np.ndarray, np.ndarray]:
         """Token features ``(B, L, H)`` float32 and mask ``(B, L)`` float32 for each text."""
+        unique = dict.fromkeys(texts)
         found: dict[str, tuple[np.ndarray, np.ndarray]] = {}
-        for text in dict.fromkeys(texts):
+        for text in unique:
             if text in self._cache:
                 self._cache.move_to_end(text)  # least recently used goes first, not a text of this call
                 found[text] = self._cache[text]
-        missing = [t for t in dict.fromkeys(texts) if t not in found]
+        missing = [t for t in unique if t not in found]
         if missing:
             ids, mask = self.tokenizer(missing)
             with self._torch.inference_mode():

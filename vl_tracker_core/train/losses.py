@@ -145,7 +145,7 @@ def compute_losses(out: dict[str, Tensor], boxes: list, distractors: list[list[t
     losses["rank"] = heat_rank_loss(out["heat"], heat_t, cells, present)
     losses["sim_rank"] = zero
     if neg_cos is not None and present.any():
-        losses["sim_rank"] = similarity_rank_loss(emb, text, cells, present, neg_b, neg_cos)
+        losses["sim_rank"] = similarity_rank_loss(pos_cos, present, neg_b, neg_cos)
     return losses
 
 
@@ -165,18 +165,17 @@ def heat_rank_loss(heat_logits: Tensor, heat_t: Tensor, cells: Tensor, present: 
     return F.cross_entropy(logits.masked_fill(near, -1e4), target)
 
 
-def similarity_rank_loss(emb: Tensor, text: Tensor, cells: Tensor, present: Tensor, neg_b: list[int],
-                         neg_cos: Tensor) -> Tensor:
+def similarity_rank_loss(pos_cos: Tensor, present: Tensor, neg_b: list[int], neg_cos: Tensor) -> Tensor:
     """For each input with the target and at least one other object in view: a softmax over the
-    vision-language similarity at the target's cell and at the other objects' cells, the target first."""
+    vision-language similarity at the target's cell (``pos_cos``, one per input in ``present``) and at
+    the other objects' cells (``neg_cos``, of input ``neg_b``), the target first."""
     terms = []
     nb = torch.tensor(neg_b)
-    for i in present.nonzero().squeeze(1).tolist():
+    for pos, i in zip(pos_cos, present.nonzero().squeeze(1).tolist()):
         negatives = neg_cos[nb == i]
         if len(negatives) == 0:
             continue
-        pos = (emb[i, :, cells[i, 1], cells[i, 0]] * text[i]).sum().reshape(1)
-        logits = torch.cat([pos, negatives]) / SIM_RANK_TEMPERATURE
+        logits = torch.cat([pos.reshape(1), negatives]) / SIM_RANK_TEMPERATURE
         terms.append(F.cross_entropy(logits.unsqueeze(0), torch.zeros(1, dtype=torch.long)))
     if not terms:
         return neg_cos.sum() * 0.0

@@ -201,11 +201,8 @@ def grounding_sample(source: FrameSource, rng: np.random.Generator, cfg: ModelCo
     t = 0 if rng.random() < 0.5 else int(rng.integers(0, len(source)))
     if not source.groundable(t):
         t = 0
-    description, box, others = source.description, source.target_box(t), source.other_boxes(t)
-    if alternate_prob > 0.0 and rng.random() < alternate_prob:
-        alternate = source.alternate_target(t, rng)
-        if alternate is not None:
-            description, box, others = alternate
+    alternate = source.alternate_target(t, rng) if alternate_prob > 0.0 and rng.random() < alternate_prob else None
+    description, box, others = alternate or (source.description, source.target_box(t), source.other_boxes(t))
     frame = source.frame(t)
     image, transform = letterbox(frame, cfg.ground_size)
     target = _box_in_input(box, transform, cfg.ground_size)
