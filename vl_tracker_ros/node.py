@@ -25,7 +25,9 @@ from __future__ import annotations
 
 import array
 import importlib
+import signal
 import sys
+import threading
 import time
 from typing import Any
 
@@ -40,6 +42,7 @@ from rclpy.logging import get_logger
 from rclpy.node import Node
 from rclpy.parameter import Parameter
 from rclpy.qos import QoSProfile, qos_profile_sensor_data
+from rclpy.signals import SignalHandlerOptions
 from sensor_msgs.msg import CompressedImage, Image
 from std_msgs.msg import String
 from std_srvs.srv import Trigger
@@ -211,6 +214,21 @@ class TrackerNode(Node):
         response.message = "tracker reset: IDLE until the next description"
         return response
 
+    def publish_final_diagnostics(self) -> None:
+        """The last diagnostics before the node goes (what it processed, dropped and why)."""
+        try:
+            self._publish_diagnostics()
+        except Exception as exc:  # the middleware may already be going down; the exit must stay clean
+            self.get_logger().warning(f"could not publish the final diagnostics: {exc}")
+
+    def close(self) -> None:
+        """Release the engine and the node's ROS resources; safe to call more than once."""
+        if getattr(self, "_closed", False):
+            return
+        self._closed = True
+        self._pipeline.close()
+        self.destroy_node()
+
     def _publish_diagnostics(self) -> None:
         values = self._values()
         sec, nanosec = self.get_clock().now().seconds_nanoseconds()
@@ -254,8 +272,22 @@ class TrackerNode(Node):
 
 
 def main(args: list[str] | None = None) -> int:
-    """Entry point of ``vl_tracker_node`` (console script and lib/vl_tracker/vl_tracker_node)."""
-    rclpy.init(args=args)
+    """Entry point of ``vl_tracker_node`` (console script and lib/vl_tracker/vl_tracker_node).
+
+    Shutdown: SIGINT and SIGTERM only *request* a stop (rclpy's own handlers are off, so no
+    KeyboardInterrupt can land in the middle of the cleanup). A terminal's Ctrl-C under ``ros2 launch``
+    delivers SIGINT twice (once directly, once forwarded by launch); any number of them is the same request.
+    The spin loop then ends, the last diagnostics are published, the executor, node and engine are released
+    once, and the process exits with 0.
+    """
+    rclpy.init(args=args, signal_handler_options=SignalHandlerOptions.NO)
+    stop = threading.Event()
+
+    def request_stop(signum: int, _frame: Any) -> None:
+        stop.set()
+
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, request_stop)
     try:
         node = TrackerNode()
     except (StartupError, ParameterException) as exc:
@@ -263,15 +295,24 @@ def main(args: list[str] | None = None) -> int:
         get_logger(NODE_NAME).fatal(f"cannot start: {exc}")
         rclpy.try_shutdown()
         return 1
+    if stop.is_set():  # stopped while the model was loading
+        node.close()
+        rclpy.try_shutdown()
+        return 0
     executor = MultiThreadedExecutor(num_threads=4)
     executor.add_node(node)
     try:
-        executor.spin()
-    except (KeyboardInterrupt, ExternalShutdownException):
-        pass
+        while not stop.is_set() and rclpy.ok():
+            executor.spin_once(timeout_sec=0.1)
+    except ExternalShutdownException:
+        pass  # the context was shut down from elsewhere (e.g. a launch-wide shutdown): same cleanup
     finally:
+        if stop.is_set():
+            node.get_logger().info("stop requested (signal): shutting down")
+        if rclpy.ok():
+            node.publish_final_diagnostics()
         executor.shutdown()
-        node.destroy_node()
+        node.close()
         rclpy.try_shutdown()
     return 0
 

@@ -233,6 +233,15 @@ class TrackerPipeline:
                 tracker.set_target(self._description)
             self.tracker = tracker
 
+    def close(self) -> None:
+        """Release the engine (device buffers of a TensorRT engine); safe to call more than once."""
+        with self._lock:
+            engine = self.tracker.engine
+            close = getattr(engine, "close", None)
+            if callable(close) and not getattr(self, "_closed", False):
+                close()
+            self._closed = True
+
     # ------------------------------------------------------------------ frames
     def note_received(self) -> None:
         with self._stats_lock:
