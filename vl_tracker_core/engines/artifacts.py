@@ -1,7 +1,7 @@
 """Export folders and the on-disk cache, without importing torch.
 
-An export folder holds the four ONNX graphs (``text``, ``template``, ``track``,
-``ground``), a copy of the tokenizer files in ``tokenizer/`` and
+An export folder holds the five ONNX graphs (``text``, ``template``, ``track``,
+``propose``, ``match``), a copy of the tokenizer files in ``tokenizer/`` and
 ``manifest.json`` describing every graph (file, sha256, input/output names,
 shapes and dtypes), the opset, the model config and the sha256 of the weights
 it came from. It is everything the onnxruntime and TensorRT backends need.
@@ -27,8 +27,8 @@ log = logging.getLogger(__name__)
 
 MANIFEST = "manifest.json"
 FORMAT = "vl_tracker-onnx"
-FORMAT_VERSION = 1
-GRAPHS = ("text", "template", "track", "ground")
+FORMAT_VERSION = 2
+GRAPHS = ("text", "template", "track", "propose", "match")
 TOKENIZER_DIR = "tokenizer"
 
 
@@ -97,36 +97,3 @@ def load_manifest(export_dir: str | os.PathLike, verify_files: bool = False) -> 
 
 def manifest_config(manifest: dict[str, Any]) -> ModelConfig:
     return ModelConfig.from_dict(manifest["config"])
-
-
-def resolve_export_dir(model: str | os.PathLike | None = None, opset: int = 17) -> Path:
-    """The export folder for ``model``: an export folder itself, or the cached export of a checkpoint
-    folder (default: the shipped weights), exported on first use.
-
-    Exporting imports torch and takes a while; it happens once per checkpoint. Run
-    ``vl-tracker export`` beforehand so a deployed process never does it.
-    """
-    if model is not None and is_export_dir(model):
-        return Path(model)
-    if model is not None and not Path(model).is_dir():
-        raise ExportError(f"model {model} is neither an export folder (manifest.json) nor a checkpoint folder")
-    checkpoint = Path(model) if model is not None else shipped_checkpoint_dir()
-    if not is_checkpoint_dir(checkpoint):
-        raise ExportError(f"{checkpoint} is neither an export folder (manifest.json) nor a checkpoint folder "
-                          f"({WEIGHTS} + {CONFIG})")
-    sha = sha256_file(checkpoint / WEIGHTS)
-    target = default_export_dir(weights_sha256=sha)
-    if is_export_dir(target):
-        try:
-            manifest = load_manifest(target)
-            if manifest.get("weights_sha256") == sha:
-                return target
-            log.warning("cached export %s was made from other weights; exporting again", target)
-        except ExportError as exc:
-            log.warning("cached export %s is unusable (%s); exporting again", target, exc)
-    log.warning("no ONNX export of %s yet: exporting to %s now (one-off, imports torch, takes a while). "
-                "Run `vl-tracker export` beforehand to avoid this at start-up.", checkpoint, target)
-    from vl_tracker_core.engines.export import export_model
-
-    export_model(target, checkpoint, opset=opset)
-    return target

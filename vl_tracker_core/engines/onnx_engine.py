@@ -1,7 +1,7 @@
 """onnxruntime backend: the exported graphs on the CPU, or on CUDA where onnxruntime-gpu provides it.
 
 Does not import torch (unless the export folder has to be created first, see
-``artifacts.resolve_export_dir``).
+``resolve.resolve_export_dir``).
 """
 
 from __future__ import annotations
@@ -13,8 +13,9 @@ from types import ModuleType
 
 import numpy as np
 
-from vl_tracker_core.engines.artifacts import ExportError, load_manifest, resolve_export_dir
+from vl_tracker_core.engines.artifacts import ExportError, load_manifest
 from vl_tracker_core.engines.exported import ExportedEngine
+from vl_tracker_core.engines.resolve import resolve_export_dir
 
 log = logging.getLogger(__name__)
 

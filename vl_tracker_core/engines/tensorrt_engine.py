@@ -38,8 +38,9 @@ from typing import Any, TypeVar
 
 import numpy as np
 
-from vl_tracker_core.engines.artifacts import GRAPHS, cache_root, load_manifest, resolve_export_dir
+from vl_tracker_core.engines.artifacts import GRAPHS, cache_root, load_manifest
 from vl_tracker_core.engines.exported import ExportedEngine
+from vl_tracker_core.engines.resolve import resolve_export_dir
 from vl_tracker_core.models.checkpoint import sha256_file
 
 log = logging.getLogger(__name__)

@@ -19,14 +19,21 @@ import itertools
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 import numpy as np
 
 from vl_tracker_core.boxes import Box, box_center
 
-if TYPE_CHECKING:
-    from vl_tracker_core.data.synthetic.world import ObjectSpec
+
+class ObjectSpec(Protocol):
+    """What language needs of an object: its four attributes (``world.ObjectSpec`` has them). A protocol,
+    so this module never imports the world that imports it."""
+
+    shape: str
+    colour: str
+    size: str
+    pattern: str
 
 SHAPES: tuple[str, ...] = (
     "circle", "square", "triangle", "star", "diamond", "hexagon", "cross", "pentagon", "ring", "heart",
