@@ -14,7 +14,7 @@ $(VENV)/.installed: pyproject.toml setup.py
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q $(TORCH_PIN)
-	$(PY) -m pip install -q -e '.[onnx,test]'
+	$(PY) -m pip install -q -e '.[onnx,test,train]'
 	touch $@
 
 test: venv

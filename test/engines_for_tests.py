@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from vl_tracker_core.engines.base import Peaks, TextFeatures
+from vl_tracker_core.engines.base import Matches, Peaks, Proposals, TextFeatures
 from vl_tracker_core.models.config import preset
 
 
@@ -47,5 +47,23 @@ class BlobEngine:
     def track(self, text, template_tokens, search):
         return self._peaks(search)
 
-    def ground(self, text, image):
-        return self._peaks(image)
+    def propose(self, image):
+        """The blob first, then K - 1 empty boxes along the top edge."""
+        peaks = self._peaks(image)
+        k = self.config.candidates
+        boxes = [peaks.boxes[0]] + [np.array([4.0 + 12 * i, 4.0, 8.0, 8.0]) for i in range(k - 1)]
+        scores = [float(peaks.scores[0])] + [0.0] * (k - 1)
+        return Proposals(np.array(boxes, float), np.array(scores, float))
+
+    def match(self, text, crops, geometry, cand_mask, template_crop):
+        """A candidate whose crop holds a blob matches with the blob's brightness; the template agrees
+        the same way, so a candidate scores its brightness whatever the mix."""
+        values = []
+        for crop in crops:
+            gray = crop.max(axis=2)
+            bright = gray[gray > 60]
+            values.append(bright.mean() / 255.0 if bright.size else 0.0)
+        probs = np.array(values, float) * np.asarray(cand_mask, float)
+        top = float(probs.max(initial=0.0))
+        probs = np.where(probs == top, probs, 0.0)  # one winner, the rest of the mass on "none"
+        return Matches(probs, 1.0 - top, probs.copy())

@@ -35,7 +35,7 @@ import pytest
 
 from vl_tracker_core.data.crops import crop_around, letterbox
 from vl_tracker_core.data.synthetic import SceneConfig, SyntheticScene
-from vl_tracker_core.engines import artifacts, create_engine
+from vl_tracker_core.engines import artifacts, create_engine, resolve
 from vl_tracker_core.engines import tensorrt_engine as trt_mod
 from vl_tracker_core.engines.artifacts import ExportError, load_manifest
 from vl_tracker_core.engines.base import Peaks
@@ -97,7 +97,7 @@ def test_manifest_describes_static_graphs_and_hashes(export_dir, checkpoint):
     cfg = m["config"]
     L, H = cfg["max_text_tokens"], cfg["text_dim"]
     assert m["weights_sha256"] == sha256_file(checkpoint / WEIGHTS)
-    assert set(m["graphs"]) == {"text", "template", "track", "ground"}
+    assert set(m["graphs"]) == {"text", "template", "track", "propose", "match"}
     text = m["graphs"]["text"]
     assert text["inputs"] == [{"name": "input_ids", "shape": [1, L], "dtype": "int64"},
                               {"name": "attention_mask", "shape": [1, L], "dtype": "int64"}]
@@ -106,7 +106,13 @@ def test_manifest_describes_static_graphs_and_hashes(export_dir, checkpoint):
     assert [i["name"] for i in track["inputs"]] == ["text_tokens", "text_mask", "template_tokens", "search"]
     assert [o["name"] for o in track["outputs"]] == ["boxes", "scores", "confidence", "similarity", "heat"]
     assert track["outputs"][0]["shape"] == [1, cfg["top_k"], 4]
-    assert m["graphs"]["ground"]["inputs"][2]["shape"] == [1, 3, cfg["ground_size"], cfg["ground_size"]]
+    assert m["graphs"]["propose"]["inputs"][0]["shape"] == [1, 3, cfg["ground_size"], cfg["ground_size"]]
+    k, c = cfg["candidates"], cfg["candidate_size"]
+    match = m["graphs"]["match"]
+    assert [i["name"] for i in match["inputs"]] == ["text_tokens", "text_mask", "crops", "geometry", "cand_mask",
+                                                     "template_crop"]
+    assert match["inputs"][2]["shape"] == [1, k, 3, c, c]
+    assert [o["shape"] for o in match["outputs"]] == [[1, k + 1], [1, k]]
     for name, g in m["graphs"].items():
         assert g["sha256"] == sha256_file(export_dir / g["file"]), name
         if g["exporter"] == "legacy":
@@ -189,6 +195,7 @@ def test_onnxruntime_matches_torch_on_generated_frames(torch_engine, ort_engine)
     template, _ = crop_around(first, box0, cfg.template_factor, cfg.template_size)
     tokens = torch_engine.encode_template(text_t, template)
     np.testing.assert_allclose(ort_engine.encode_template(text_t, template), tokens, atol=TEMPLATE_ATOL)
+    template_match, _ = crop_around(first, box0, cfg.candidate_factor, cfg.candidate_size)
     for t in range(0, FRAMES, 12):
         frame = scene.render(t)
         box = scene.target_box(t) or box0
@@ -196,8 +203,25 @@ def test_onnxruntime_matches_torch_on_generated_frames(torch_engine, ort_engine)
         _assert_peaks_close(torch_engine.track(text_t, tokens, search), ort_engine.track(text_t, tokens, search),
                             f"track frame {t}")
         image, _ = letterbox(frame, cfg.ground_size)
-        _assert_peaks_close(torch_engine.ground(text_t, image), ort_engine.ground(text_t, image),
-                            f"ground frame {t}")
+        ref, got = torch_engine.propose(image), ort_engine.propose(image)
+        np.testing.assert_allclose(got.scores, ref.scores, atol=PROB_ATOL, err_msg=f"proposal scores {t}")
+        gaps = np.abs(np.diff(ref.scores)) > 10 * PROB_ATOL
+        apart = np.ones(len(ref.scores), bool)
+        apart[:-1] &= gaps
+        apart[1:] &= gaps
+        np.testing.assert_allclose(got.boxes[apart], ref.boxes[apart], atol=BOX_ATOL_PX,
+                                   err_msg=f"proposal boxes {t}")
+        # The matcher on the tracker's own candidates of this frame (full-resolution crops).
+        from vl_tracker_core.tracker import VLTracker
+
+        probe = VLTracker(torch_engine)
+        boxes, crops, geometry, mask = probe._candidates(frame)
+        m_ref = torch_engine.match(text_t, crops, geometry, mask, template_match)
+        m_got = ort_engine.match(text_t, crops, geometry, mask, template_match)
+        np.testing.assert_allclose(m_got.probs, m_ref.probs, atol=PROB_ATOL, err_msg=f"match probs {t}")
+        np.testing.assert_allclose(m_got.none, m_ref.none, atol=PROB_ATOL, err_msg=f"match none {t}")
+        np.testing.assert_allclose(m_got.template_sim, m_ref.template_sim, atol=PROB_ATOL,
+                                   err_msg=f"template agreement {t}")
 
 
 def _run_sequence(engine, frames: list[np.ndarray], description: str, box) -> tuple[np.ndarray, list[int]]:
@@ -276,15 +300,15 @@ def test_checkpoint_model_uses_a_matching_cached_export_and_re_exports_a_stale_o
     monkeypatch.setattr(export_module, "export_model", lambda out, model, opset=17: calls.append((out, model)))
     # Nothing cached: exported on first use, loudly.
     with caplog.at_level(logging.WARNING, logger="vl_tracker_core"):
-        target = artifacts.resolve_export_dir(checkpoint)
+        target = resolve.resolve_export_dir(checkpoint)
     assert calls == [(target, checkpoint)]
     assert "vl-tracker export" in caplog.text
     # A matching export in the cache is used as is.
     target.parent.mkdir(parents=True)
     target.symlink_to(export_dir, target_is_directory=True)
     calls.clear()
-    assert artifacts.resolve_export_dir(checkpoint) == target
-    assert artifacts.resolve_export_dir(export_dir) == export_dir
+    assert resolve.resolve_export_dir(checkpoint) == target
+    assert resolve.resolve_export_dir(export_dir) == export_dir
     assert calls == []
     # An export of other weights under that name is stale: exported again.
     target.unlink()
@@ -298,7 +322,7 @@ def test_checkpoint_model_uses_a_matching_cached_export_and_re_exports_a_stale_o
     (stale / "manifest.json").write_text(json.dumps(manifest))
     caplog.clear()
     with caplog.at_level(logging.WARNING, logger="vl_tracker_core"):
-        artifacts.resolve_export_dir(checkpoint)
+        resolve.resolve_export_dir(checkpoint)
     assert calls == [(target, checkpoint)]
     assert "other weights" in caplog.text
 
@@ -353,7 +377,7 @@ def test_cache_key_changes_with_every_field(manifest):
     key = trt_mod.engine_cache_key(base)
     assert key == trt_mod.engine_cache_key(_fields(manifest))
     variants = [_fields(manifest, version="10.4.0"), _fields(manifest, gpu="NVIDIA GeForce RTX 4090"),
-                _fields(manifest, precision="fp32"), _fields(manifest, graph="ground"),
+                _fields(manifest, precision="fp32"), _fields(manifest, graph="match"),
                 {**base, "weights_sha256": "f" * 64}]
     keys = {trt_mod.engine_cache_key(v) for v in variants}
     assert key not in keys and len(keys) == len(variants)
@@ -474,7 +498,8 @@ def test_bench_reports_each_backend_from_a_fresh_process(export_dir, tmp_path):
                        json_path=tmp_path / "bench.json", say=lines.append)
     ort = report["onnxruntime"]
     assert ort["available"] and ort["torch_imported"] is False
-    for key in ("track_ms", "ground_ms", "overhead_ms", "rss_mb", "convert_ms", "text_ms", "total_ms"):
+    for key in ("track_ms", "propose_ms", "match_ms", "ground_pass_ms", "research_pass_ms", "overhead_ms", "rss_mb",
+                "convert_ms", "text_ms", "total_ms"):
         assert ort[key] > 0, key
     assert report["tensorrt"]["available"] is False and "TensorRT" in report["tensorrt"]["reason"]
     assert json.loads((tmp_path / "bench.json").read_text())["onnxruntime"]["track_ms"] == ort["track_ms"]
@@ -485,11 +510,12 @@ def test_bench_reports_each_backend_from_a_fresh_process(export_dir, tmp_path):
 def test_bench_speedups_are_torch_time_over_backend_time():
     from vl_tracker_core.engines.bench import speedups
 
-    results = {"torch": {"available": True, "track_ms": 10.0, "ground_ms": 30.0, "total_ms": 12.0, "text_ms": 5.0},
-               "onnxruntime": {"available": True, "track_ms": 5.0, "ground_ms": 20.0, "total_ms": 6.0,
+    results = {"torch": {"available": True, "track_ms": 10.0, "ground_pass_ms": 30.0, "total_ms": 12.0,
+                         "text_ms": 5.0},
+               "onnxruntime": {"available": True, "track_ms": 5.0, "ground_pass_ms": 20.0, "total_ms": 6.0,
                                "text_ms": 4.0},
                "tensorrt": {"available": False, "reason": "no GPU"}}
-    assert speedups(results) == {"onnxruntime": {"track_ms": 2.0, "ground_ms": 1.5, "total_ms": 2.0,
+    assert speedups(results) == {"onnxruntime": {"track_ms": 2.0, "ground_pass_ms": 1.5, "total_ms": 2.0,
                                                  "text_ms": 1.25}}
 
 
@@ -666,8 +692,8 @@ def test_tensorrt_engine_plumbing_matches_onnxruntime(fake_tensorrt, export_dir,
     with caplog.at_level(logging.WARNING, logger="vl_tracker_core"):
         engine = create_engine("tensorrt", export_dir, precision="fp16", cache_dir=tmp_path,
                                device_memory_kind="cuda-python")
-    assert sorted(builds) == ["ground-fp16", "template-fp16", "text-fp32", "track-fp16"]
-    assert caplog.text.count("building the TensorRT") == 4
+    assert sorted(builds) == ["match-fp16", "propose-fp16", "template-fp16", "text-fp32", "track-fp16"]
+    assert caplog.text.count("building the TensorRT") == 5
     assert engine.gpu_name == "Fake GPU (sm_87)"
     scene = SyntheticScene(4, 8, SCENE)
     cfg = engine.config
@@ -694,4 +720,4 @@ def test_tensorrt_engine_plumbing_matches_onnxruntime(fake_tensorrt, export_dir,
     assert builds == []
     # fp32 is another key: built anew (the text engine, fp32 either way, is shared).
     create_engine("tensorrt", export_dir, precision="fp32", cache_dir=tmp_path, device_memory_kind="cuda-python")
-    assert sorted(builds) == ["ground-fp32", "template-fp32", "track-fp32"]
+    assert sorted(builds) == ["match-fp32", "propose-fp32", "template-fp32", "track-fp32"]

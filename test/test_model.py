@@ -11,7 +11,7 @@ import torch
 
 from vl_tracker_core.models.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from vl_tracker_core.models.config import ConfigError, ModelConfig, preset
-from vl_tracker_core.models.network import JointVLNet
+from vl_tracker_core.models.network import JointVLNet, MatchGraph
 from vl_tracker_core.models.text import DescriptionError, TextEncoder, clean_description
 
 
@@ -27,22 +27,70 @@ def _inputs(cfg: ModelConfig, batch: int = 2):
 
 
 @pytest.mark.parametrize("name", ["tiny", "base"])
-def test_both_modes_run_and_decode_valid_outputs(name):
+def test_every_pass_runs_and_decodes_valid_outputs(name):
     cfg = preset(name)
     net = JointVLNet(cfg).eval()
     text, mask, template, search, image = _inputs(cfg, batch=1)
+    k, c = cfg.candidates, cfg.candidate_size
+    crops = torch.rand(1, k, 3, c, c)
+    geometry = torch.rand(1, k, 6)
+    cand_mask = torch.ones(1, k)
+    cand_mask[0, 2] = 0.0
     with torch.no_grad():
         tokens = net.encode_template(text, mask, template)
         track = net.forward_track(text, mask, tokens, search)
-        ground = net.forward_ground(text, mask, image)
-    for out, size in ((track, cfg.search_size), (ground, cfg.ground_size)):
-        assert out["boxes"].shape == (1, cfg.top_k, 4)
+        proposals = net.forward_propose(image)
+        probs, template_sim = MatchGraph(net)(text, mask, crops, geometry, cand_mask, crops[:, 0])
+    assert track["boxes"].shape == (1, cfg.top_k, 4)
+    assert proposals["boxes"].shape == (1, k, 4)
+    for out, size in ((track, cfg.search_size), (proposals, cfg.ground_size)):
         assert torch.isfinite(out["boxes"]).all()
         centres = out["boxes"][..., :2] + out["boxes"][..., 2:] / 2
         assert (centres >= 0).all() and (centres <= size).all()
-        for key in ("confidence", "similarity", "scores"):
-            assert ((out[key] >= 0) & (out[key] <= 1)).all()
-    assert ground["heat"].shape[-1] == cfg.ground_size // 8
+        assert ((out["scores"] >= 0) & (out["scores"] <= 1)).all()
+    for key in ("confidence", "similarity"):
+        assert ((track[key] >= 0) & (track[key] <= 1)).all()
+    assert proposals["heat"].shape[-1] == cfg.ground_size // 8
+    # K candidates + "none": a distribution; a masked-out candidate gets nothing.
+    assert probs.shape == (1, k + 1) and torch.allclose(probs.sum(), torch.tensor(1.0), atol=1e-5)
+    assert float(probs[0, 2]) < 1e-6
+    assert template_sim.shape == (1, k) and ((template_sim >= 0) & (template_sim <= 1)).all()
+
+
+def test_the_matcher_sees_the_whole_set_and_its_order_does_not_matter():
+    """Candidates attend to each other (relations need it) but carry no position code: permuting them
+    permutes the answer."""
+    cfg = preset("tiny")
+    torch.manual_seed(1)
+    net = JointVLNet(cfg).eval()
+    text, mask, template, _, _ = _inputs(cfg, batch=1)
+    k, c = cfg.candidates, cfg.candidate_size
+    crops, geometry, cand_mask = torch.rand(1, k, 3, c, c), torch.rand(1, k, 6), torch.ones(1, k)
+    perm = torch.randperm(k)
+    graph = MatchGraph(net)
+    with torch.no_grad():
+        probs, sim = graph(text, mask, crops, geometry, cand_mask, template)
+        probs_p, sim_p = graph(text, mask, crops[:, perm], geometry[:, perm], cand_mask, template)
+        assert template.shape[-1] == c
+        moved = geometry.clone()
+        moved[0, 0, :2] += 0.4  # another candidate's position changes the scores of the others
+        probs_m, _ = graph(text, mask, crops, moved, cand_mask, template)
+    torch.testing.assert_close(probs_p[0, :k], probs[0, perm], atol=1e-5, rtol=1e-4)
+    torch.testing.assert_close(probs_p[0, k], probs[0, k], atol=1e-5, rtol=1e-4)
+    torch.testing.assert_close(sim_p[0], sim[0, perm], atol=1e-5, rtol=1e-4)
+    assert float((probs_m[0, 1:k] - probs[0, 1:k]).abs().max()) > 1e-5
+
+
+def test_a_frozen_trunk_is_not_trained_and_keeps_its_statistics():
+    cfg = preset("tiny")  # trunk_train_from = trunk_blocks: the whole trunk frozen
+    net = JointVLNet(cfg).train()
+    assert not any(p.requires_grad for p in net.trunk.parameters())
+    assert all(not m.training for m in net.trunk.modules() if isinstance(m, torch.nn.BatchNorm2d))
+    assert net.head.training and net.match_blocks.training
+    partly = JointVLNet(ModelConfig(trunk_train_from=8)).train()
+    assert not any(p.requires_grad for p in partly.trunk.blocks[7].parameters())
+    assert all(p.requires_grad for p in partly.trunk.blocks[8].parameters())
+    assert partly.trunk.blocks[8].training and not partly.trunk.blocks[7].training
 
 
 def test_padding_tokens_do_not_change_the_output():
@@ -72,7 +120,7 @@ def test_checkpoint_round_trip_and_strict_mismatch(tmp_path: Path):
     other = json.loads((tmp_path / "ckpt" / "config.json").read_text())
     other["dim"] = 64
     (tmp_path / "ckpt" / "config.json").write_text(json.dumps(other))
-    with pytest.raises(CheckpointError, match="shape mismatches.*blocks.0.qkv.weight"):
+    with pytest.raises(CheckpointError, match=r"shape mismatches.*blocks\.0\.qkv\.weight"):
         load_checkpoint(tmp_path / "ckpt")
 
 

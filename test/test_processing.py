@@ -247,7 +247,7 @@ def test_an_engine_failure_is_counted_not_raised(pipeline):
     def broken(*args):
         raise RuntimeError("CUDA error: out of memory")
 
-    pipeline.tracker.engine.ground = broken
+    pipeline.tracker.engine.propose = broken
     assert pipeline.on_image(image_msg(frame((100, 80, 24, 24)))) is None
     assert pipeline.stats.errors["tracker"] == 1 and "out of memory" in pipeline.stats.last_error
 

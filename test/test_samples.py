@@ -1,11 +1,11 @@
-"""Training samples: grounding samples with the scene's own target and with another object named."""
+"""Training samples: candidate sets for the matcher, naming the scene's own target and other objects."""
 
 from __future__ import annotations
 
 import numpy as np
 
 from vl_tracker_core.boxes import box_iou
-from vl_tracker_core.data.crops import letterbox
+from vl_tracker_core.data.crops import candidate_geometry, letterbox
 from vl_tracker_core.data.synthetic import SceneConfig, SyntheticScene
 from vl_tracker_core.data.synthetic import language as lang
 from vl_tracker_core.models.config import preset
@@ -18,48 +18,79 @@ def _sources(n: int, frames: int = 30) -> list[S.SceneSource]:
     return [S.SceneSource(SyntheticScene(640_000 + i, frames, SceneConfig())) for i in range(n)]
 
 
-def test_alternate_target_names_another_object_uniquely():
+def test_objects_are_described_uniquely_among_the_objects_in_view():
     rng = np.random.default_rng(0)
-    found = 0
+    said = relations = 0
     for source in _sources(12):
         scene = source.scene
-        alternate = source.alternate_target(0, rng)
-        if alternate is None:
-            continue
-        found += 1
-        text, box, others = alternate
         boxes = scene.object_boxes(0)
-        j = next(i for i, b in enumerate(boxes) if b == box)
-        assert j != scene.target_index
-        assert text and text != scene.description
-        # Its attributes alone separate it from every other object of the scene.
-        assert lang.distinguishing_sets(scene.objects[j], [s for i, s in enumerate(scene.objects) if i != j])
-        # The scene's own target is now one of the distractors.
-        assert scene.target_box(0) in others and box not in others
-    assert found >= 9
+        visible = [i for i, b in enumerate(boxes) if b is not None]
+        for j in visible:
+            text = source.describe_object(0, j, rng, relation_prob=0.5)
+            if text is None:
+                continue
+            said += 1
+            if text == scene.description:
+                assert j == scene.target_index
+                continue
+            # The words name some of object j's own attributes (in the seen vocabulary).
+            spec = scene.objects[j]
+            words = [w for key, value in (("colour", spec.colour), ("shape", spec.shape), ("pattern", spec.pattern))
+                     for w in lang.SYNONYMS["seen"][key][value]]
+            words += lang.SYNONYMS["seen"]["size"].get(spec.size, [])
+            assert any(w in text for w in words), text
+            relations += any(w in text for r in lang.RELATIONS for w in lang.SYNONYMS["seen"]["relation"][r])
+    assert said >= 40 and relations >= 5
 
 
-def test_grounding_samples_without_alternates_are_the_scenes_own():
-    sources = _sources(6)
-    a = [S.grounding_sample(s, np.random.default_rng([5, i]), CFG) for i, s in enumerate(sources)]
-    b = [S.grounding_sample(s, np.random.default_rng([5, i]), CFG, alternate_prob=0.0) for i, s in enumerate(sources)]
-    for sample, again, source in zip(a, b, sources):
-        assert sample.description == again.description == source.description
-        assert sample.box == again.box
+def test_frame_samples_mark_the_candidates_of_the_described_object():
+    rng = np.random.default_rng(4)
+    sets = nones = 0
+    for source in _sources(8):
+        sample = S.frame_sample(source, rng, CFG, sets=6)
+        assert sample is not None
+        k, c = CFG.candidates, CFG.candidate_size
+        assert sample.crops.shape == (k, c, c, 3) and sample.geometry.shape == (k, 6)
+        assert sample.image.shape == (CFG.ground_size, CFG.ground_size, 3)
+        for m in sample.sets:
+            sets += 1
+            assert m.positives.shape == (k,) and m.cand_mask.shape == (k,)
+            if m.cand_mask.min() == 0.0:  # "none of them": the described object's candidates are hidden
+                nones += 1
+                assert not m.positives.any()
+            else:
+                assert 1 <= m.positives.sum() <= 2, m.description
+            assert not (m.positives & (m.cand_mask == 0)).any()
+    assert sets >= 40 and 1 <= nones <= sets // 2
 
 
-def test_alternate_grounding_samples_put_the_box_on_the_named_object():
-    rng = np.random.default_rng(3)
-    changed = 0
-    for source in _sources(10):
-        sample = S.grounding_sample(source, rng, CFG, alternate_prob=1.0)
-        if sample.description == source.description:
-            continue
-        changed += 1
-        assert sample.box is not None
-        # The box is one of the scene's objects (not the target) mapped into the letterboxed frame.
-        _, transform = letterbox(source.frame(0), CFG.ground_size)  # one frame size for the whole scene
-        matched = [(t, i) for t in range(len(source)) for i, b in enumerate(source.scene.object_boxes(t))
-                   if b is not None and box_iou(transform.box_to_crop(b), sample.box) > 0.9]
-        assert matched and all(i != source.scene.target_index for _, i in matched), sample.description
-    assert changed >= 7
+def test_candidate_crops_come_from_the_full_resolution_frame():
+    """A positive candidate's crop shows the object at full resolution: its geometry gives the object's
+    place in the frame, and the proposal targets are the visible objects in letterbox pixels."""
+    source = _sources(1)[0]
+    rng = np.random.default_rng(9)
+    sample = S.frame_sample(source, rng, CFG, sets=6)
+    t = sample.frame_index
+    frame_boxes = [b for b in source.scene.object_boxes(t) if b is not None]
+    _, transform = letterbox(source.frame(t), CFG.ground_size)
+    ground = [transform.box_to_crop(b) for b in frame_boxes]
+    assert len(sample.objects) == len(ground)
+    for got in sample.objects:
+        assert max(box_iou(got, g) for g in ground) > 0.9
+    # Each real object has a candidate centred near it (candidates are placed in frame pixels).
+    centres = sample.geometry[:, :2] * np.array(source.frame(t).shape[1::-1])
+    for b in frame_boxes:
+        assert min(np.hypot(*(c - (b[0] + b[2] / 2, b[1] + b[3] / 2))) for c in centres) < 0.3 * max(b[2], b[3])
+    h, w = source.frame(0).shape[:2]
+    g = candidate_geometry(np.array([[10.0, 20.0, 40.0, 30.0]]), w, h)[0]
+    np.testing.assert_allclose(g[:4], [30 / w, 35 / h, 40 / w, 30 / h], rtol=1e-6)
+
+
+def test_the_sample_stream_is_a_function_of_seed_and_batch_index():
+    make = S.synthetic_sources(3, frames=40)
+    a = list(zip(range(2), S.sample_stream(make, CFG, 3, iter([5, 6]), 4, 2, 3), strict=False))
+    b = list(zip(range(1), S.sample_stream(make, CFG, 3, iter([6]), 4, 2, 3), strict=False))
+    (_, (track_a, frames_a)), (_, (track_b, frames_b)) = a[1], b[0]
+    assert [s.description for s in track_a] == [s.description for s in track_b]
+    np.testing.assert_array_equal(frames_a[0].crops, frames_b[0].crops)
+    assert [m.description for m in frames_a[0].sets] == [m.description for m in frames_b[0].sets]

@@ -27,8 +27,14 @@ from typing import Any
 
 import numpy as np
 
-from vl_tracker_core.boxes import Box, as_box, clip_box
-from vl_tracker_core.data.crops import CropTransform, crop_around, letterbox
+from vl_tracker_core.boxes import Box, as_box, box_iou, clip_box
+from vl_tracker_core.data.crops import (
+    CropTransform,
+    candidate_crops,
+    candidate_geometry,
+    crop_around,
+    letterbox,
+)
 from vl_tracker_core.engines.base import Engine, Peaks, TextFeatures
 from vl_tracker_core.models.text import clean_description
 from vl_tracker_core.trackers.base import TrackResult, TrackState
@@ -36,6 +42,8 @@ from vl_tracker_core.trackers.base import TrackResult, TrackState
 log = logging.getLogger(__name__)
 
 VARIANTS = ("full", "no_switch", "ground_every_frame")
+#: What a box-only start (no language) tracks with: a sentence that names no attribute.
+BOX_ONLY_DESCRIPTION = "the object"
 
 
 class FrameError(ValueError):
@@ -61,8 +69,14 @@ class TrackerParams:
     ground_threshold: float = 0.5
     #: run the global re-search every k-th frame while SEARCHING
     research_interval: int = 1
-    #: candidates from the grounding pass verified with the template while SEARCHING
+    #: candidates of the global pass verified with a tracking pass while SEARCHING
     verify_candidates: int = 3
+    #: while SEARCHING, weight of the template's appearance agreement in a candidate's score (the rest is
+    #: the matcher's probability that it is the described object): the text and the template must agree
+    research_template_weight: float = 0.5
+    #: refine the first grounding's box with a tracking pass centred on the chosen candidate (proposal boxes
+    #: come from a 256-px letterbox; the tracking head regresses the box on a full-resolution crop)
+    refine_grounding: bool = True
     #: refresh the template only on frames scoring at least this (>= 1.01 disables refresh)
     template_refresh_threshold: float = 1.01
     template_refresh_interval: int = 30
@@ -72,7 +86,8 @@ class TrackerParams:
     def __post_init__(self) -> None:
         if self.variant not in VARIANTS:
             raise ValueError(f"variant {self.variant!r} unknown; choose from {VARIANTS}")
-        for name in ("confidence_weight", "smoothing", "lost_threshold", "accept_threshold", "ground_threshold"):
+        for name in ("confidence_weight", "smoothing", "lost_threshold", "accept_threshold", "ground_threshold",
+                     "research_template_weight"):
             value = getattr(self, name)
             if not (0.0 <= value <= 1.0) or math.isnan(value):
                 raise ValueError(f"{name} must lie in [0, 1], got {value}")
@@ -85,6 +100,9 @@ class TrackerParams:
             raise ValueError("lost_frames and research_interval must be >= 1, verify_candidates >= 0")
         if self.max_scale_change < 1.0:
             raise ValueError("max_scale_change must be >= 1")
+        if self.refine_grounding not in (True, False):  # 0 / 1 from a sweep grid are fine
+            raise ValueError(f"refine_grounding must be true or false, got {self.refine_grounding!r}")
+        object.__setattr__(self, "refine_grounding", bool(self.refine_grounding))
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> TrackerParams:
@@ -143,6 +161,7 @@ class VLTracker:
         self.state = TrackState.IDLE
         self.text: TextFeatures | None = None
         self._template: np.ndarray | None = None
+        self._template_crop: np.ndarray | None = None
         self._pending_box: Box | None = None
         self._box: Box | None = None
         self._score = 0.0
@@ -167,8 +186,12 @@ class VLTracker:
 
     # ------------------------------------------------------------------ Tracker interface (evaluation runner)
     def initialize(self, frame: np.ndarray, description: str | None = None, box: Box | None = None) -> TrackResult:
+        """Start on ``frame`` from a description, a box, or both. A box alone (sequences without language,
+        ``--init bb``) tracks with the neutral description ``BOX_ONLY_DESCRIPTION``."""
         if description is None or not str(description).strip():
-            raise ValueError("the vl tracker needs a description (it may also take a box)")
+            if box is None:
+                raise ValueError("the vl tracker needs a description or a box (or both)")
+            description = BOX_ONLY_DESCRIPTION
         self.set_target(description, box)
         return self.step(frame)
 
@@ -185,6 +208,7 @@ class VLTracker:
             log.warning("frame size changed from %s to %s: grounding the target again", self._frame_shape, shape)
             self._box = None
             self._template = None
+            self._template_crop = None
             if self.state in (TrackState.TRACKING, TrackState.SEARCHING):
                 self.state = TrackState.GROUNDING
         self._frame_shape = shape
@@ -220,10 +244,21 @@ class VLTracker:
         threshold = 0.0 if self.params.variant == "no_switch" else self.params.ground_threshold
         if box is not None and score >= threshold:
             self._set_template(frame, box)
+            if self.params.refine_grounding:
+                box = self._refine(frame, box)
             self._acquire(box, score)
             return self._result(box, score, sim, start)
         self._since_seen += 1
         return self._result(None, score, sim, start)
+
+    def _refine(self, frame: np.ndarray, box: Box) -> Box:
+        """The box of a tracking pass centred on ``box`` (template just taken from it), when it lands on the
+        same object (IoU > 0.3); the template is then taken again from the refined box."""
+        local_box, _, _ = self._local(frame, box)
+        if local_box is None or box_iou(local_box, box) <= 0.3:
+            return box
+        self._set_template(frame, local_box)
+        return local_box
 
     def _tracking(self, frame: np.ndarray, start: float) -> TrackResult:
         box, score, sim = self._local(frame, self._box)
@@ -284,6 +319,8 @@ class VLTracker:
     def _set_template(self, frame: np.ndarray, box: Box) -> None:
         patch, _ = crop_around(frame, box, self.cfg.template_factor, self.cfg.template_size)
         self._template = self.engine.encode_template(self.text, patch)
+        # What a re-search compares candidates with: the target's appearance, cropped as candidates are.
+        self._template_crop, _ = crop_around(frame, box, self.cfg.candidate_factor, self.cfg.candidate_size)
         self._last_refresh = self._frame_index
 
     def _combine(self, peaks: Peaks, i: int) -> float:
@@ -314,25 +351,49 @@ class VLTracker:
             box = clip_box(self._limit_scale(box, around), frame.shape[1], frame.shape[0])
         return box, self._combine(peaks, 0), float(peaks.similarity[0])
 
-    def _best_global(self, frame: np.ndarray, verify: bool) -> tuple[Box | None, float, float]:
-        """Grounding pass on the whole frame; with ``verify``, the top candidates are re-scored by a
-        tracking pass with the stored template centred on each of them."""
+    def _candidates(self, frame: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """Proposals on the letterboxed frame, as frame boxes (K, 4), their full-resolution crops,
+        geometry and validity mask (a box outside the frame or under 2 px is masked out)."""
+        height, width = frame.shape[:2]
         image, transform = letterbox(frame, self.cfg.ground_size)
-        peaks = self.engine.ground(self.text, image)
+        proposals = self.engine.propose(image)
+        boxes = transform.boxes_to_frame(proposals.boxes)
+        mask = np.ones(len(boxes), np.float32)
+        for i, raw in enumerate(boxes):
+            box = clip_box(tuple(float(v) for v in raw), width, height) if np.isfinite(raw).all() else None
+            if box is None or box[2] < 2 or box[3] < 2:
+                mask[i] = 0.0
+                box = (width / 2 - 8.0, height / 2 - 8.0, 16.0, 16.0)  # a placeholder crop, never chosen
+            boxes[i] = box
+        crops = candidate_crops(frame, boxes, self.cfg.candidate_factor, self.cfg.candidate_size)
+        return boxes, crops, candidate_geometry(boxes, width, height), mask
+
+    def _best_global(self, frame: np.ndarray, verify: bool) -> tuple[Box | None, float, float]:
+        """Global pass: proposals, their full-resolution crops, the candidate-set matcher. With ``verify``
+        (re-search) a candidate's score mixes the matcher's probability with its agreement with the stored
+        template, and the best few are re-scored by a tracking pass centred on them (both must agree)."""
+        boxes, crops, geometry, mask = self._candidates(frame)
+        use_template = verify and self._template_crop is not None
+        template = self._template_crop if use_template else crops[0]
+        matches = self.engine.match(self.text, crops, geometry, mask, template)
+        probs = np.where(mask > 0, matches.probs, 0.0)
+        if use_template:
+            w = self.params.research_template_weight
+            scores = w * np.where(mask > 0, matches.template_sim, 0.0) + (1.0 - w) * probs
+        else:
+            scores = probs
+        order = [int(i) for i in np.argsort(-scores, kind="stable") if mask[i] > 0]
         best: tuple[Box | None, float, float] = (None, 0.0, float("nan"))
-        # Every top-k peak is a candidate, ranked by its own confidence and similarity rather than by heat:
-        # on synth-val first frames the target is among the top 5 in 19/20 cases, first by heat in 8/20,
-        # first by this score in 11/20.
-        for i in range(len(peaks.scores)):
-            box = self._to_frame(peaks, i, transform, frame)
-            if box is None:
-                continue
-            score, sim = self._combine(peaks, i), float(peaks.similarity[i])
-            if verify and self._template is not None and i < self.params.verify_candidates:
-                local_box, local_score, local_sim = self._local(frame, box)
-                if local_box is not None:
-                    # Both passes must agree: the text (grounding) and the template (tracking).
-                    box, score, sim = local_box, min(score, local_score), local_sim
+        if not order:
+            return best
+        if not (verify and self._template is not None):
+            i = order[0]
+            return tuple(float(v) for v in boxes[i]), float(scores[i]), float(probs[i])
+        for i in order[: max(1, self.params.verify_candidates)]:
+            box, score, sim = tuple(float(v) for v in boxes[i]), float(scores[i]), float(probs[i])
+            local_box, local_score, _ = self._local(frame, box)
+            if local_box is not None:
+                box, score = local_box, min(score, local_score)
             if score > best[1]:
                 best = (box, score, sim)
         return best

@@ -62,7 +62,12 @@ _TRACKER_DOCS: dict[str, tuple[str, float | None, float | None]] = {
                          "operator has just said the target is in view)", 0.0, 1.0),
     "research_interval": ("run the whole-frame re-search every k-th frame while SEARCHING (1 = every frame; "
                           "larger saves compute)", 1, 1000),
-    "verify_candidates": ("grounding candidates re-checked against the template while SEARCHING", 0, 100),
+    "verify_candidates": ("candidates of the global pass re-checked with a tracking pass while SEARCHING", 0, 100),
+    "research_template_weight": ("while SEARCHING, weight of the stored template's appearance agreement in a "
+                                 "candidate's score (the rest: the matcher's probability that it is the "
+                                 "described object)", 0.0, 1.0),
+    "refine_grounding": ("refine the first grounding's box with a tracking pass centred on the chosen "
+                         "candidate", None, None),
     "template_refresh_threshold": ("refresh the template only on frames scoring at least this "
                                    "(>= 1.01 disables refresh)", 0.0, 2.0),
     "template_refresh_interval": ("minimum frames between two template refreshes", 1, 1_000_000),

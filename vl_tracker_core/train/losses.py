@@ -1,8 +1,13 @@
-"""Losses: centre heat map (focal), box (L1 + GIoU), confidence with real negatives,
+"""Losses.
+
+Tracking: centre heat map (focal), box (L1 + GIoU), confidence with real negatives,
 vision-language similarity (per-peak BCE plus an in-batch contrastive term), and two
 ranking terms that make the described object win over the other objects in view:
 a softmax over all cells of the heat map, and a softmax over the similarity at the
-target's cell and at every other object's cell."""
+target's cell and at every other object's cell.
+
+Global grounding: class-agnostic proposals (focal + box at every object's centre),
+candidate-set matching (softmax over K candidates and "none"), and template agreement."""
 
 from __future__ import annotations
 
@@ -10,7 +15,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-WEIGHTS = {"heat": 1.0, "l1": 5.0, "giou": 2.0, "conf": 1.0, "sim": 0.5, "nce": 0.5, "rank": 0.5, "sim_rank": 0.5}
+WEIGHTS = {"heat": 1.0, "l1": 5.0, "giou": 2.0, "conf": 1.0, "sim": 0.5, "nce": 0.5, "rank": 0.5, "sim_rank": 0.5,
+           "prop_heat": 1.0, "prop_l1": 5.0, "prop_giou": 2.0, "match": 1.0, "template_agree": 0.5}
 
 #: temperature of the similarity ranking softmax (cosines lie in [-1, 1])
 SIM_RANK_TEMPERATURE = 0.1
@@ -184,3 +190,70 @@ def similarity_rank_loss(pos_cos: Tensor, present: Tensor, neg_b: list[int], neg
 
 def total_loss(losses: dict[str, Tensor]) -> Tensor:
     return sum(WEIGHTS[k] * v for k, v in losses.items())
+
+
+# ------------------------------------------------------------------ global grounding (proposals + matcher)
+def proposal_losses(out: dict[str, Tensor], objects: list[list], complete: list[bool], size: int) -> dict[str, Tensor]:
+    """Class-agnostic centre maps: a Gaussian at every object's centre, focal loss (frames whose other objects
+    are not annotated only count their positive cells), L1 + GIoU of the box at each centre cell."""
+    heat = out["heat"]
+    b, _, grid, _ = heat.shape
+    stride = size / grid
+    target = torch.zeros_like(heat)
+    cell_b, cell_x, cell_y, gt = [], [], [], []
+    ys, xs = torch.meshgrid(torch.arange(grid, dtype=torch.float32), torch.arange(grid, dtype=torch.float32),
+                            indexing="ij")
+    for i, boxes in enumerate(objects):
+        for box in boxes:
+            cx, cy = (box[0] + box[2] / 2) / stride, (box[1] + box[3] / 2) / stride
+            ix, iy = min(int(cx), grid - 1), min(int(cy), grid - 1)
+            sigma = max(0.7, (box[2] * box[3]) ** 0.5 / stride / 5.0)
+            g = torch.exp(-((xs - ix) ** 2 + (ys - iy) ** 2) / (2 * sigma**2))
+            g[iy, ix] = 1.0
+            target[i, 0] = torch.maximum(target[i, 0], g)
+            cell_b.append(i)
+            cell_x.append(ix)
+            cell_y.append(iy)
+            gt.append(list(box))
+    weight = torch.ones_like(heat)
+    for i, full in enumerate(complete):
+        if not full:
+            weight[i] = target[i].eq(1.0).float()
+    pos = target.eq(1.0).float()
+    log_p, log_not_p, p = F.logsigmoid(heat), F.logsigmoid(-heat), heat.sigmoid()
+    focal = -((1 - p) ** 2) * log_p * pos - ((1 - target) ** 4) * (p**2) * log_not_p * (1 - pos)
+    losses = {"prop_heat": (focal * weight).sum() / pos.sum().clamp(min=1.0)}
+    if cell_b:
+        bi, xi, yi = torch.tensor(cell_b), torch.tensor(cell_x), torch.tensor(cell_y)
+        size_p = out["map_size"][bi, :, yi, xi] * size
+        off_p = out["map_offset"][bi, :, yi, xi]
+        centre = (torch.stack([xi, yi], dim=1).float() + off_p) * stride
+        pred = torch.cat([centre - size_p / 2, size_p], dim=1)
+        target_box = torch.tensor(gt, dtype=torch.float32)
+        pred_c = torch.cat([pred[:, :2] + pred[:, 2:] / 2, pred[:, 2:]], dim=1) / size
+        tgt_c = torch.cat([target_box[:, :2] + target_box[:, 2:] / 2, target_box[:, 2:]], dim=1) / size
+        losses["prop_l1"] = F.l1_loss(pred_c, tgt_c)
+        _, giou = pairwise_iou_giou(box_xywh_to_xyxy(pred), box_xywh_to_xyxy(target_box))
+        losses["prop_giou"] = (1 - giou).mean()
+    else:
+        losses["prop_l1"] = losses["prop_giou"] = heat.sum() * 0.0
+    return losses
+
+
+def match_losses(out: dict[str, Tensor], positives: Tensor, cand_mask: Tensor,
+                 has_template: Tensor) -> dict[str, Tensor]:
+    """Candidate-set matching: the softmax over K candidates + "none" puts its mass on the candidates showing
+    the described object (several when two proposals cover it), or on "none" when none does; template
+    agreement: binary cross-entropy of every real candidate against the template crop of the described
+    object (positives = the same candidates)."""
+    logits = out["logits"]
+    k = positives.shape[1]
+    answer = torch.cat([positives.float(), (positives.sum(1, keepdim=True) == 0).float()], dim=1)
+    log_probs = logits.log_softmax(dim=-1)
+    match = -(torch.logsumexp(log_probs.masked_fill(answer == 0, -1e4), dim=-1)).mean()
+    valid = cand_mask * has_template.float().unsqueeze(1)
+    bce = F.binary_cross_entropy_with_logits(out["template_logit"], positives.float(), reduction="none")
+    # Positives are one or two of K: weigh both classes equally.
+    pos_w = positives.float() * (k - 1.0) + 1.0
+    template = (bce * valid * pos_w).sum() / (valid * pos_w).sum().clamp(min=1.0)
+    return {"match": match, "template_agree": template}

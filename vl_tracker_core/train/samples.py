@@ -1,21 +1,36 @@
-"""Training samples for both modes, from the synthetic world or from annotated folders.
+"""Training samples, from the synthetic world or from annotated folders.
 
-A tracking sample is a template crop (target at frame t0) and a search crop at
-frame t1; a grounding sample is a letterboxed whole frame. Both carry the
-target box in input pixels or ``None`` when the target is not in the input:
-those are the real negatives the confidence head learns from (target absent,
-crop centred on a distractor, crop somewhere else).
+- A tracking sample is a template crop (target at frame t0) and a search crop at
+  frame t1, with the target box in input pixels or ``None`` when the target is not
+  in the input: the real negatives the confidence head learns from (target absent,
+  crop centred on a distractor, crop somewhere else).
+- A frame sample serves global grounding: the letterboxed frame with every
+  object's box (class-agnostic proposals), K candidate crops re-cropped from the
+  full-resolution frame (every object's box jittered as a proposal would be, plus
+  proposal-like false candidates), and several *sets*: a description naming one
+  object of the frame (the scene's own, or another object by its own attributes or
+  a relation that holds in this frame), which candidates show it, and a template
+  crop of that object from another frame. One rendered frame gives many sets.
+  Some sets mask out the described object's candidates: "none of them" is the answer.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 
 import numpy as np
 
-from vl_tracker_core.boxes import Box, clip_box
-from vl_tracker_core.data.crops import CropTransform, crop_around, crop_side, crop_square, letterbox
+from vl_tracker_core.boxes import Box, box_iou, clip_box
+from vl_tracker_core.data.crops import (
+    CropTransform,
+    candidate_crops,
+    candidate_geometry,
+    crop_around,
+    crop_side,
+    crop_square,
+    letterbox,
+)
 from vl_tracker_core.models.config import ModelConfig
 
 
@@ -42,10 +57,16 @@ class FrameSource:
         """Whether the description still identifies the target at frame t."""
         return True
 
-    def alternate_target(self, t: int, rng: np.random.Generator) -> tuple[str, Box, list[Box]] | None:
-        """Another object in view at frame t with a description of its own: (description, its box, the
-        other objects' boxes), or None where the source cannot say one."""
-        return None
+    def all_boxes(self, t: int) -> list[Box | None]:
+        """Every object's box at frame t (None where not visible); ``target_index`` is the described one."""
+        return [self.target_box(t)]
+
+    target_index: int = 0
+
+    def describe_object(self, t: int, j: int, rng: np.random.Generator, relation_prob: float = 0.0) -> str | None:
+        """A description of object j as it is at frame t, unique among the objects then in view; None where
+        the source cannot say one."""
+        return self.description if j == self.target_index and self.groundable(t) else None
 
 
 class SceneSource(FrameSource):
@@ -77,24 +98,48 @@ class SceneSource(FrameSource):
         # Relations ("left of the green circle") are only guaranteed on the first frame.
         return t == 0 or self.scene.relation_anchor is None
 
-    def alternate_target(self, t: int, rng: np.random.Generator) -> tuple[str, Box, list[Box]] | None:
-        """One of the other objects in view, described by its attributes alone (they hold on every frame),
-        unique among all the scene's objects; None when no such object is in view. Grounding the same
-        frame from different sentences to different objects is what forces the network to read them."""
+    @property
+    def target_index(self) -> int:  # type: ignore[override]
+        return self.scene.target_index
+
+    def all_boxes(self, t: int) -> list[Box | None]:
+        return self.scene.object_boxes(t)
+
+    def describe_object(self, t: int, j: int, rng: np.random.Generator, relation_prob: float = 0.0) -> str | None:
+        """Object j by its attributes, unique among the objects in view at frame t, or (with
+        ``relation_prob``, or where attributes cannot tell it apart) by a relation that holds in frame t.
+        The same picture with different sentences pointing at different objects is what forces the
+        network to read them."""
         from vl_tracker_core.data.synthetic import language as lang
 
-        boxes = self.scene.object_boxes(t)
-        specs = self.scene.objects
-        candidates = [i for i, b in enumerate(boxes) if b is not None and i != self.scene.target_index]
-        if not candidates:
+        if j == self.scene.target_index and self.groundable(t) and rng.random() < 0.5:
+            return self.description
+        boxes = self.all_boxes(t)
+        visible = [i for i, b in enumerate(boxes) if b is not None]
+        if j not in visible:
             return None
-        j = candidates[int(rng.integers(0, len(candidates)))]
-        others = [spec for i, spec in enumerate(specs) if i != j]
+        specs = [self.scene.objects[i] for i in visible]
+        me = visible.index(j)
+        others = [sp for i, sp in enumerate(specs) if i != me]
+
+        def relation() -> tuple[str, object] | None:
+            options = lang.find_relations(me, specs, [boxes[i] for i in visible])
+            if not options:
+                return None
+            rel, anchor = options[int(rng.integers(len(options)))]
+            return rel, specs[anchor]
+
+        rel = relation() if rng.random() < relation_prob else None
         try:
-            said = lang.describe_structured(specs[j], others, rng, self.scene.paraphrases)
+            return lang.describe_structured(specs[me], others, rng, self.scene.paraphrases, rel).text
         except lang.AmbiguousTargetError:
-            return None
-        return said.text, boxes[j], [b for i, b in enumerate(boxes) if b is not None and i != j]
+            rel = rel or relation()
+            if rel is None:
+                return None
+            try:
+                return lang.describe_structured(specs[me], others, rng, self.scene.paraphrases, rel).text
+            except lang.AmbiguousTargetError:
+                return None
 
 
 class SequenceSource(FrameSource):
@@ -194,20 +239,99 @@ def tracking_sample(source: FrameSource, rng: np.random.Generator, cfg: ModelCon
     return Sample("track", search, template, source.description, target, distractors)
 
 
-def grounding_sample(source: FrameSource, rng: np.random.Generator, cfg: ModelConfig,
-                     alternate_prob: float = 0.0) -> Sample:
-    """A whole frame and the source's description; with probability ``alternate_prob`` another object of
-    the frame is the target, named by a description of its own (where the source has one)."""
-    t = 0 if rng.random() < 0.5 else int(rng.integers(0, len(source)))
-    if not source.groundable(t):
-        t = 0
-    alternate = source.alternate_target(t, rng) if alternate_prob > 0.0 and rng.random() < alternate_prob else None
-    description, box, others = alternate or (source.description, source.target_box(t), source.other_boxes(t))
+@dataclass
+class MatchSet:
+    """One description over the K candidates of a frame sample."""
+
+    description: str
+    positives: np.ndarray  # (K,) bool: candidates showing the described object (IoU > 0.5)
+    cand_mask: np.ndarray  # (K,) float32: 0 for candidates hidden from this set
+    template: np.ndarray | None  # (C, C, 3) crop of the described object in another frame, or None
+
+
+@dataclass
+class FrameSample:
+    image: np.ndarray  # (G, G, 3) letterboxed frame
+    objects: list[Box]  # every visible object in letterbox pixels (class-agnostic proposal targets)
+    crops: np.ndarray  # (K, C, C, 3) candidate crops from the full-resolution frame
+    geometry: np.ndarray  # (K, 6) float32
+    sets: list[MatchSet]
+    #: whether every object of the frame is annotated (synthetic); real sequences annotate the target only
+    complete: bool = True
+    frame_index: int = 0
+
+
+def _jitter(box: Box, rng: np.random.Generator, shift: float, scale: float) -> Box:
+    j = rng.normal(0.0, 1.0, 4)
+    w, h = box[2] * float(np.exp(scale * j[2])), box[3] * float(np.exp(scale * j[3]))
+    cx = box[0] + box[2] / 2 + shift * j[0] * box[2]
+    cy = box[1] + box[3] / 2 + shift * j[1] * box[3]
+    return (cx - w / 2, cy - h / 2, w, h)
+
+
+def _false_candidate(boxes: list[Box], rng: np.random.Generator, width: int, height: int) -> Box:
+    """A proposal-like box that shows no object well: next to an object (a near miss) or on background."""
+    if boxes and rng.random() < 0.35:
+        b = boxes[int(rng.integers(len(boxes)))]
+        angle = rng.uniform(0, 2 * np.pi)
+        dist = rng.uniform(0.6, 1.1)
+        return (b[0] + np.cos(angle) * dist * b[2], b[1] + np.sin(angle) * dist * b[3], b[2], b[3])
+    unit = min(width / 640.0, height / 480.0)
+    for _ in range(6):
+        side = float(np.exp(rng.uniform(np.log(20.0), np.log(100.0)))) * unit
+        w, h = side * float(np.exp(rng.normal(0, 0.15))), side * float(np.exp(rng.normal(0, 0.15)))
+        box = (float(rng.uniform(0, width - w)), float(rng.uniform(0, height - h)), w, h)
+        if all(box_iou(box, o) < 0.3 for o in boxes):
+            return box
+    return box
+
+
+def frame_sample(source: FrameSource, rng: np.random.Generator, cfg: ModelConfig, sets: int = 4,
+                 none_prob: float = 0.15, relation_prob: float = 0.3) -> FrameSample | None:
+    """A frame for proposals and candidate-set matching (see the module docstring); None when no object
+    of the frame can be described."""
+    t = 0 if rng.random() < 0.4 else int(rng.integers(0, len(source)))
     frame = source.frame(t)
+    height, width = frame.shape[:2]
+    boxes = source.all_boxes(t)
+    visible = [i for i, b in enumerate(boxes) if b is not None]
+    if not visible:
+        return None
     image, transform = letterbox(frame, cfg.ground_size)
-    target = _box_in_input(box, transform, cfg.ground_size)
-    distractors = _centres_in_input(others, transform, cfg.ground_size)
-    return Sample("ground", image, None, description, target, distractors)
+    objects = [b for b in (_box_in_input(boxes[i], transform, cfg.ground_size) for i in visible) if b is not None]
+    k = cfg.candidates
+    cands: list[Box] = [_jitter(boxes[i], rng, 0.07, 0.12) for i in visible][:k]
+    if len(cands) < k and rng.random() < 0.5:  # two proposals on one object happen
+        cands.append(_jitter(boxes[visible[int(rng.integers(len(visible)))]], rng, 0.07, 0.12))
+    real = [boxes[i] for i in visible]
+    while len(cands) < k:
+        cands.append(_false_candidate(real, rng, width, height))
+    cand_arr = np.array([cands[i] for i in rng.permutation(k)], dtype=np.float64)
+    crops = candidate_crops(frame, cand_arr, cfg.candidate_factor, cfg.candidate_size)
+    geometry = candidate_geometry(cand_arr, width, height)
+    # Templates come from one other frame (where the object is visible), as the tracker stores one.
+    t0 = int(np.clip(t + rng.integers(-60, 61), 0, len(source) - 1))
+    boxes0 = source.all_boxes(t0)
+    frame0 = source.frame(t0) if any(b is not None for b in boxes0) else None
+    out: list[MatchSet] = []
+    for _ in range(sets):
+        j = visible[int(rng.integers(len(visible)))]
+        description = source.describe_object(t, j, rng, relation_prob)
+        if description is None:
+            continue
+        positives = np.array([box_iou(tuple(c), boxes[j]) > 0.5 for c in cand_arr])
+        mask = np.ones(k, np.float32)
+        if rng.random() < none_prob:
+            mask[positives] = 0.0
+            positives[:] = False
+        template = None
+        if frame0 is not None and j < len(boxes0) and boxes0[j] is not None:
+            template, _ = crop_around(frame0, _jitter(boxes0[j], rng, 0.04, 0.06), cfg.candidate_factor,
+                                      cfg.candidate_size)
+        out.append(MatchSet(description, positives, mask, template))
+    if not out:
+        return None
+    return FrameSample(image, objects, crops, geometry, out, complete=len(boxes) > 1, frame_index=t)
 
 
 def synthetic_sources(seed: int, frames: int = 150) -> Callable[[int], FrameSource]:
@@ -233,18 +357,18 @@ def folder_sources(sequences: list) -> Callable[[int], FrameSource]:
     return make
 
 
-def sample_stream(make_source: Callable[[int], FrameSource], cfg: ModelConfig, seed: int, start_batch: int,
-                  track_batch: int, ground_batch: int, window: int = 16, new_per_batch: int = 2,
-                  ground_alternate: float = 0.0) -> Iterator[tuple[list[Sample], list[Sample]]]:
-    """Batches of (tracking samples, grounding samples).
+def sample_stream(make_source: Callable[[int], FrameSource], cfg: ModelConfig, seed: int,
+                  batches: Iterable[int], track_batch: int, frame_batch: int, sets_per_frame: int = 4,
+                  window: int = 16, new_per_batch: int = 2) -> Iterator[tuple[list[Sample], list[FrameSample]]]:
+    """Batches of (tracking samples, frame samples), for the batch indices ``batches``.
 
     Batch ``k`` draws from the sources ``[new_per_batch * k, new_per_batch * k + window)``: a sliding window,
     so each source serves several batches (building a scene costs far more than rendering a frame) and
-    batch ``k`` is fully determined by (seed, k) -- a resumed run sees the same data.
+    batch ``k`` is fully determined by (seed, k) -- a resumed run, or a data-parallel rank that takes
+    every n-th batch, sees exactly the data it would have seen.
     """
     cache: dict[int, FrameSource] = {}
-    batch = start_batch
-    while True:
+    for batch in batches:
         rng = np.random.default_rng([seed, 7, batch])
         first = new_per_batch * batch
         for index in [i for i in cache if i < first]:
@@ -254,14 +378,17 @@ def sample_stream(make_source: Callable[[int], FrameSource], cfg: ModelConfig, s
                 cache[index] = make_source(index)
         sources = [cache[i] for i in range(first, first + window)]
         track: list[Sample] = []
-        ground: list[Sample] = []
+        frames: list[FrameSample] = []
         attempts = 0
         while len(track) < track_batch and attempts < 20 * track_batch:
             sample = tracking_sample(sources[int(rng.integers(0, window))], rng, cfg)
             attempts += 1
             if sample is not None:
                 track.append(sample)
-        for _ in range(ground_batch):
-            ground.append(grounding_sample(sources[int(rng.integers(0, window))], rng, cfg, ground_alternate))
-        yield track, ground
-        batch += 1
+        attempts = 0
+        while len(frames) < frame_batch and attempts < 10 * max(frame_batch, 1):
+            sample = frame_sample(sources[int(rng.integers(0, window))], rng, cfg, sets_per_frame)
+            attempts += 1
+            if sample is not None:
+                frames.append(sample)
+        yield track, frames
