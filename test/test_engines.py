@@ -9,9 +9,8 @@ onnxruntime 1.31 vs torch 2.13 eager, 4 sequences): boxes within 4e-5 px,
 scores / confidence / similarity within 1.3e-6, heat-map logits within 4e-6,
 template tokens within 2e-6, text features within 6e-5 (values up to ~6). The
 per-call tolerances below leave one to two orders of magnitude of head-room for
-other CPUs' kernels. Over a tracked 60-frame sequence (closed loop) the states
-are the same on every frame, boxes differ by a median 0.01 px (max 2.6 px on
-one frame, see the sequence test) and the AUC by < 0.001.
+other CPUs' kernels. Along a tracked 60-frame sequence (each step from the same
+state, see the sequence test) states, boxes and the AUC agree.
 
 TensorRT cannot run here (no GPU, no tensorrt package). Tested without it: the
 cache key, stale / corrupt / foreign cache detection and rebuild, the engine
@@ -50,7 +49,6 @@ HEAT_ATOL = 1e-3  # logits
 TEXT_ATOL = 5e-4
 TEMPLATE_ATOL = 1e-4
 AUC_TOLERANCE = 0.005
-SEQUENCE_BOX_MEDIAN_PX = 0.05  # median per-frame box difference over a tracked sequence (closed loop)
 FRAMES = 60
 SCENE = SceneConfig(width=320, height=240)
 
@@ -224,42 +222,47 @@ def test_onnxruntime_matches_torch_on_generated_frames(torch_engine, ort_engine)
                                    err_msg=f"template agreement {t}")
 
 
-def _run_sequence(engine, frames: list[np.ndarray], description: str, box) -> tuple[np.ndarray, list[int]]:
+def test_a_tracked_sequence_gives_the_same_result_step_by_step(torch_engine, ort_engine):
+    """Both backends along one real trajectory: at every frame the onnxruntime tracker starts from the torch
+    tracker's state (box, templates, smoothed score, counters) and takes the same step. Their boxes, states
+    and the sequence's AUC must agree. Started from the description alone, so grounding, tracking and
+    (where the target is lost) the re-search with its verification passes all run.
+
+    Why not two trackers each left to run on their own: measured on this sequence, per-call outputs agree to
+    1e-6, yet on frame 7 the tracking pass sees two heat peaks 0.06 apart, and a 0.01-px difference in where
+    the search crop was cut from (cv2.warpAffine quantises sub-pixel offsets) decides which object a free-
+    running tracker follows from then on (AUC 0.66 against 0.81). That is the tracker's sensitivity, not the
+    backend's; this test measures the backend.
+    """
+    import copy
+
+    from vl_tracker_core.eval.metrics import evaluate_sequence
     from vl_tracker_core.tracker import TrackerParams, VLTracker, load_default_params
 
-    tracker = VLTracker(engine, TrackerParams.from_dict(load_default_params()))
-    boxes, states = [], []
-    for t, frame in enumerate(frames):
-        r = tracker.initialize(frame, description, box) if t == 0 else tracker.step(frame)
-        boxes.append(r.box if r.box is not None else (np.nan,) * 4)
-        states.append(int(r.state))
-    return np.asarray(boxes, float), states
-
-
-def test_tracking_a_sequence_gives_the_same_result(torch_engine, ort_engine):
-    from vl_tracker_core.eval.metrics import evaluate_sequence
-
-    # NL+BB start, so the sequence is tracked whatever the weights; with the shipped tiny weights this one
-    # also loses the target and re-acquires it (tracking, searching and verification passes all run).
     scene = SyntheticScene(4, FRAMES, SCENE)
-    frames = [scene.render(t) for t in range(FRAMES)]
     gt = np.asarray([scene.target_box(t) or (np.nan,) * 4 for t in range(FRAMES)], float)
-    boxes_t, states_t = _run_sequence(torch_engine, frames, scene.description, scene.target_box(0))
-    boxes_o, states_o = _run_sequence(ort_engine, frames, scene.description, scene.target_box(0))
+    lead = VLTracker(torch_engine, TrackerParams.from_dict(load_default_params()))
+    boxes_t, boxes_o, states_t, states_o = [], [], [], []
+    for t in range(FRAMES):
+        frame = scene.render(t)
+        if t == 0:
+            lead.set_target(scene.description)
+        follow = copy.copy(lead)
+        follow.engine = ort_engine
+        r_o = follow.step(frame)
+        r_t = lead.step(frame)
+        for boxes, states, r in ((boxes_t, states_t, r_t), (boxes_o, states_o, r_o)):
+            boxes.append(r.box if r.box is not None else (np.nan,) * 4)
+            states.append(int(r.state))
+    boxes_t, boxes_o = np.asarray(boxes_t, float), np.asarray(boxes_o, float)
+    assert states_t == states_o
     assert states_t.count(int(TrackState.TRACKING)) >= 2
+    both = np.isfinite(boxes_t).all(1)
+    assert (np.isfinite(boxes_o).all(1) == both).all()
+    assert np.abs(boxes_t[both] - boxes_o[both]).max(initial=0.0) <= 10 * BOX_ATOL_PX
     auc_t = evaluate_sequence(boxes_t, gt).auc
     auc_o = evaluate_sequence(boxes_o, gt).auc
     assert abs(auc_t - auc_o) <= AUC_TOLERANCE, (auc_t, auc_o)
-    # In closed loop, per-step differences (~1e-5 px) grow: the next search crop is placed from this box and
-    # cv2.warpAffine quantises sub-pixel positions to 1/32 px, so a 1e-5 px shift can move the crop content by
-    # 1/32 px. Measured on this sequence: median 0.01 px, max 2.6 px (one frame where the target is being lost),
-    # identical states on every frame. Bounds: most frames agree closely; states agree on nearly all frames.
-    same_state = np.mean([a == b for a, b in zip(states_t, states_o, strict=True)])
-    assert same_state >= 0.9, list(zip(states_t, states_o, strict=True))
-    both = np.isfinite(boxes_t).all(1) & np.isfinite(boxes_o).all(1)
-    diff = np.abs(boxes_t[both] - boxes_o[both]).max(axis=1)
-    assert np.median(diff) <= SEQUENCE_BOX_MEDIAN_PX, np.round(diff, 4)
-    assert np.mean(diff <= 1.0) >= 0.9, np.round(diff, 4)
 
 
 def test_runtime_path_does_not_import_torch(export_dir):

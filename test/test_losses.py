@@ -91,8 +91,48 @@ def test_compute_losses_reports_every_weighted_term():
     boxes = [(10.0, 10.0, 20.0, 20.0), None, (60.0, 70.0, 30.0, 25.0)]
     distractors = [[(100.0, 100.0)], [(50.0, 50.0)], [(20.0, 20.0), (110.0, 30.0)]]
     losses = compute_losses(out, boxes, distractors, ["a", "b", "c"], SIZE)
-    assert set(losses) == set(WEIGHTS)
+    grounding = {"prop_heat", "prop_l1", "prop_giou", "match", "template_agree"}
+    assert set(losses) | grounding == set(WEIGHTS) and not set(losses) & grounding
     assert all(torch.isfinite(v) for v in losses.values())
     assert float(losses["rank"]) > 0 and float(losses["sim_rank"]) > 0
     total_loss(losses).backward()
     assert out["heat"].grad is not None and torch.count_nonzero(out["heat"].grad) > 0
+
+
+def test_match_loss_rewards_mass_on_the_described_candidates_or_on_none():
+    from vl_tracker_core.train.losses import match_losses
+
+    k = 4
+    positives = torch.tensor([[False, True, True, False], [False, False, False, False]])
+    cand_mask = torch.ones(2, k)
+    has_template = torch.tensor([True, False])
+    right = torch.tensor([[0.0, 5.0, 5.0, 0.0, 0.0], [0.0, 0.0, 0.0, 0.0, 6.0]])  # last column: "none"
+    wrong = torch.tensor([[5.0, 0.0, 0.0, 5.0, 0.0], [6.0, 0.0, 0.0, 0.0, 0.0]])
+    template = torch.tensor([[-3.0, 3.0, 3.0, -3.0], [0.0, 0.0, 0.0, 0.0]])
+    good = match_losses({"logits": right, "template_logit": template}, positives, cand_mask, has_template)
+    bad = match_losses({"logits": wrong, "template_logit": -template}, positives, cand_mask, has_template)
+    # Two proposals on the same object share the answer: mass on either is right.
+    assert float(good["match"]) < 0.05 < 3.0 < float(bad["match"])
+    assert float(good["template_agree"]) < 0.1 < 2.0 < float(bad["template_agree"])
+
+
+def test_proposal_loss_counts_every_object_and_only_positives_on_partly_annotated_frames():
+    from vl_tracker_core.train.losses import proposal_losses
+
+    grid, size = 8, 64
+    heat = torch.full((2, 1, grid, grid), -6.0)
+    objects = [[(4.0, 4.0, 8.0, 8.0), (40.0, 40.0, 16.0, 16.0)], [(20.0, 20.0, 10.0, 10.0)]]
+    out = {"heat": heat.clone().requires_grad_(True), "map_size": torch.full((2, 2, grid, grid), 0.2),
+           "map_offset": torch.full((2, 2, grid, grid), 0.5)}
+    missed = proposal_losses(out, objects, [True, True], size)
+    found = heat.clone()
+    found[0, 0, 1, 1] = found[0, 0, 6, 6] = found[1, 0, 3, 3] = 6.0
+    hit = proposal_losses({**out, "heat": found}, objects, [True, True], size)
+    assert float(hit["prop_heat"]) < 0.1 * float(missed["prop_heat"])
+    # A false peak costs on a fully annotated frame, not on one whose other objects are unknown.
+    spurious = found.clone()
+    spurious[1, 0, 6, 0] = 6.0
+    full = proposal_losses({**out, "heat": spurious}, objects, [True, True], size)["prop_heat"]
+    partial = proposal_losses({**out, "heat": spurious}, objects, [True, False], size)["prop_heat"]
+    assert float(full) > float(hit["prop_heat"]) + 1.0 and abs(float(partial) - float(
+        proposal_losses({**out, "heat": found}, objects, [True, False], size)["prop_heat"])) < 1e-6

@@ -124,8 +124,11 @@ def test_new_description_restarts_grounding_and_reset_goes_idle(tracker):
     engine = tracker.engine
     tracker.set_target("the white square")
     tracker.step(frame((100, 80, 24, 24)))
+    # The first grounding encodes the template from the proposal box, then again from the refined box.
+    assert engine.text_calls == 1 and engine.template_calls == 2
     tracker.step(frame((102, 80, 24, 24)))
-    assert engine.text_calls == 1 and engine.template_calls == 1  # once per target, not per frame
+    tracker.step(frame((104, 80, 24, 24)))
+    assert engine.text_calls == 1 and engine.template_calls == 2  # once per target, not per frame
     tracker.set_target("another square")
     assert tracker.state == TrackState.GROUNDING and engine.text_calls == 2
     tracker.step(frame((50, 50, 24, 24)))
