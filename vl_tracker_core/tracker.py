@@ -60,7 +60,7 @@ class TrackerParams:
     #: EMA factor of the smoothed score (weight of the newest frame)
     smoothing: float = 0.6
     #: T_lost and N: lost after N consecutive frames with the smoothed score under T_lost
-    lost_threshold: float = 0.2
+    lost_threshold: float = 0.35
     lost_frames: int = 3
     #: T_accept: a re-search candidate is accepted at or above this score (> T_lost)
     accept_threshold: float = 0.5
