@@ -73,6 +73,18 @@ def pairwise_iou_giou(a: Tensor, b: Tensor) -> tuple[Tensor, Tensor]:
     return iou, iou - (enc - union) / enc.clamp(min=1e-6)
 
 
+def box_losses(cells: Tensor, offset: Tensor, size_px: Tensor, stride: float, target: Tensor,
+               size: int) -> tuple[Tensor, Tensor]:
+    """L1 (centre and size, relative to the input) and 1 - GIoU of the boxes predicted at ``cells`` (N, 2
+    [x, y]) with sub-cell ``offset`` and ``size_px``, against ``target`` (N, 4) xywh input pixels."""
+    centre = (cells + offset) * stride
+    pred = torch.cat([centre - size_px / 2, size_px], dim=1)
+    pred_c = torch.cat([pred[:, :2] + pred[:, 2:] / 2, pred[:, 2:]], dim=1) / size
+    tgt_c = torch.cat([target[:, :2] + target[:, 2:] / 2, target[:, 2:]], dim=1) / size
+    _, giou = pairwise_iou_giou(box_xywh_to_xyxy(pred), box_xywh_to_xyxy(target))
+    return F.l1_loss(pred_c, tgt_c), (1 - giou).mean()
+
+
 def _gather_cells(t: Tensor, cells: Tensor) -> Tensor:
     """(B, C, H, W) at cells (B, 2) [x, y] -> (B, C)."""
     b = torch.arange(t.shape[0])
@@ -96,14 +108,7 @@ def compute_losses(out: dict[str, Tensor], boxes: list, distractors: list[list[t
         idx = present.nonzero().squeeze(1)
         size_p = _gather_cells(out["map_size"], cells)[idx] * size
         off_p = _gather_cells(out["map_offset"], cells)[idx]
-        centre = (cells[idx].float() + off_p) * stride
-        pred = torch.cat([centre - size_p / 2, size_p], dim=1)
-        target = gt[idx]
-        pred_c = torch.cat([pred[:, :2] + pred[:, 2:] / 2, pred[:, 2:]], dim=1) / size
-        tgt_c = torch.cat([target[:, :2] + target[:, 2:] / 2, target[:, 2:]], dim=1) / size
-        losses["l1"] = F.l1_loss(pred_c, tgt_c)
-        _, giou = pairwise_iou_giou(box_xywh_to_xyxy(pred), box_xywh_to_xyxy(target))
-        losses["giou"] = (1 - giou).mean()
+        losses["l1"], losses["giou"] = box_losses(cells[idx].float(), off_p, size_p, stride, gt[idx], size)
     else:
         losses["l1"] = zero
         losses["giou"] = zero
@@ -227,14 +232,8 @@ def proposal_losses(out: dict[str, Tensor], objects: list[list], complete: list[
         bi, xi, yi = torch.tensor(cell_b), torch.tensor(cell_x), torch.tensor(cell_y)
         size_p = out["map_size"][bi, :, yi, xi] * size
         off_p = out["map_offset"][bi, :, yi, xi]
-        centre = (torch.stack([xi, yi], dim=1).float() + off_p) * stride
-        pred = torch.cat([centre - size_p / 2, size_p], dim=1)
-        target_box = torch.tensor(gt, dtype=torch.float32)
-        pred_c = torch.cat([pred[:, :2] + pred[:, 2:] / 2, pred[:, 2:]], dim=1) / size
-        tgt_c = torch.cat([target_box[:, :2] + target_box[:, 2:] / 2, target_box[:, 2:]], dim=1) / size
-        losses["prop_l1"] = F.l1_loss(pred_c, tgt_c)
-        _, giou = pairwise_iou_giou(box_xywh_to_xyxy(pred), box_xywh_to_xyxy(target_box))
-        losses["prop_giou"] = (1 - giou).mean()
+        losses["prop_l1"], losses["prop_giou"] = box_losses(torch.stack([xi, yi], dim=1).float(), off_p, size_p,
+                                                            stride, torch.tensor(gt, dtype=torch.float32), size)
     else:
         losses["prop_l1"] = losses["prop_giou"] = heat.sum() * 0.0
     return losses
