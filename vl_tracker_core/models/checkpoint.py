@@ -6,11 +6,11 @@ its config fails with the names of the missing, unexpected and mis-shaped tensor
 
 from __future__ import annotations
 
-import hashlib
 import json
 from pathlib import Path
 from typing import Any
 
+from vl_tracker_core.hashing import sha256_file
 from vl_tracker_core.models.config import ConfigError, ModelConfig
 
 WEIGHTS = "model.safetensors"
@@ -25,14 +25,6 @@ class CheckpointError(RuntimeError):
 
 def shipped_checkpoint_dir(name: str = "tiny") -> Path:
     return Path(__file__).resolve().parent.parent / "weights" / name
-
-
-def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def save_checkpoint(net: Any, out_dir: Path, card: dict[str, Any] | None = None) -> dict[str, Any]:

@@ -18,13 +18,14 @@ here and nowhere else. Trained checkpoints hold the trunk in safetensors.
 
 from __future__ import annotations
 
-import hashlib
 import math
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+
+from vl_tracker_core.hashing import sha256_file
 
 #: (expand ratio, kernel, stride, output channels, repeats) per stage, the Lite0 table.
 LITE0_STAGES: tuple[tuple[int, int, int, int, int], ...] = (
@@ -152,14 +153,6 @@ def imagenet_weights_path() -> Path:
     return path
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 def map_imagenet_key(key: str) -> str | None:
     """Name in :class:`LiteTrunk` of a tensor of the ImageNet file; None for parts the trunk never has
     (the head convolution, its batch norm and the classifier)."""
@@ -179,7 +172,7 @@ def load_imagenet_weights(trunk: LiteTrunk, path: Path | None = None) -> None:
     path = Path(path) if path is not None else imagenet_weights_path()
     if not path.is_file():
         raise PretrainedWeightsError(f"ImageNet weights {path} not found")
-    digest = _sha256(path)
+    digest = sha256_file(path)
     if digest != IMAGENET_SHA256:
         raise PretrainedWeightsError(f"{path} has sha256 {digest}, expected {IMAGENET_SHA256} "
                                      f"(the file of {IMAGENET_PACKAGE!r}); refusing to load it")
