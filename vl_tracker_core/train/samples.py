@@ -53,6 +53,10 @@ class FrameSource:
     def frame(self, t: int) -> np.ndarray: ...
     def target_box(self, t: int) -> Box | None: ...
     def other_boxes(self, t: int) -> list[Box]: ...
+    def other_weights(self, t: int) -> list[float]:
+        """How much each of ``other_boxes(t)`` looks like the target (for picking hard negatives)."""
+        return [1.0] * len(self.other_boxes(t))
+
     def groundable(self, t: int) -> bool:
         """Whether the description still identifies the target at frame t."""
         return True
@@ -93,6 +97,14 @@ class SceneSource(FrameSource):
     def other_boxes(self, t: int) -> list[Box]:
         boxes = self.scene.object_boxes(t)
         return [b for i, b in enumerate(boxes) if b is not None and i != self.scene.target_index]
+
+    def other_weights(self, t: int) -> list[float]:
+        # 1 + the attributes shared with the target: a look-alike is the negative the tracker fails on
+        # (most false boxes were the tracker carrying on onto one after the target left).
+        objs, ti = self.scene.objects, self.scene.target_index
+        target = objs[ti]
+        return [1.0 + sum(getattr(objs[i], a) == getattr(target, a) for a in ("shape", "colour", "size", "pattern"))
+                for i, b in enumerate(self.scene.object_boxes(t)) if b is not None and i != ti]
 
     def groundable(self, t: int) -> bool:
         # Relations ("left of the green circle") are only guaranteed on the first frame.
@@ -200,6 +212,12 @@ def _visible_frame(source: FrameSource, rng: np.random.Generator, tries: int = 8
     return (0, box) if box is not None else None
 
 
+#: Shares of tracking samples centred near the visible target, and centred on another object (the rest
+#: are centred where the target was last seen, or anywhere). Model v2 used 0.75 / 0.10.
+POSITIVE_SHARE = 0.7
+DISTRACTOR_SHARE = 0.18
+
+
 def tracking_sample(source: FrameSource, rng: np.random.Generator, cfg: ModelConfig,
                     max_gap: int = 40) -> Sample | None:
     found = _visible_frame(source, rng)
@@ -215,16 +233,18 @@ def tracking_sample(source: FrameSource, rng: np.random.Generator, cfg: ModelCon
     box1 = source.target_box(t1)
     ref = box1 if box1 is not None else box0
     r = rng.random()
-    if box1 is not None and r < 0.75:
+    if box1 is not None and r < POSITIVE_SHARE:
         centre = (ref[0] + ref[2] / 2, ref[1] + ref[3] / 2)
         side = crop_side(ref, cfg.search_factor) * float(np.exp(rng.normal(0, 0.2)))
         shift = rng.uniform(-0.22, 0.22, 2) * side
         centre = (centre[0] + shift[0], centre[1] + shift[1])
     else:
         others = source.other_boxes(t1)
-        if others and r < 0.85:
-            # Centred on a distractor: the target is usually not in view, or not at the centre.
-            other = others[int(rng.integers(0, len(others)))]
+        if others and r < POSITIVE_SHARE + DISTRACTOR_SHARE:
+            # Centred on a distractor, look-alikes more often: the target is usually not in view, or not at
+            # the centre.
+            weights = np.asarray(source.other_weights(t1), dtype=np.float64)
+            other = others[int(rng.choice(len(others), p=weights / weights.sum()))]
             centre = (other[0] + other[2] / 2, other[1] + other[3] / 2)
         elif box1 is None:
             centre = (box0[0] + box0[2] / 2, box0[1] + box0[3] / 2)  # where it was last seen

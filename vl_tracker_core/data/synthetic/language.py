@@ -66,44 +66,48 @@ PARAPHRASE_MODES: tuple[str, ...] = ("canonical", "seen", "unseen")
 # Synonyms per vocabulary, canonical word excluded (it is added to both sets).
 # Unseen words were picked to be ones a sentence encoder relates to the canonical word.
 _SEEN_WORDS: dict[str, dict[str, list[str]]] = {
+    # Wide on purpose: a model that met only one synonym per value learns those tokens, not the meaning, and
+    # read 44 % of unseen-worded first frames against 86 % of seen ones (model v2, session 4). Many
+    # synonyms per value push it to read the encoder's meaning instead. None shares a word piece with an
+    # unseen word ("aquamarine" would carry "aqua").
     "colour": {
-        "red": ["scarlet", "cherry"],
-        "green": ["emerald"],
-        "blue": ["cobalt"],
-        "yellow": ["golden"],
-        "orange": ["tangerine"],
-        "purple": ["violet"],
-        "pink": ["rose"],
-        "cyan": ["turquoise"],
-        "white": ["snowy"],
-        "black": ["ebony"],
-        "brown": ["chocolate"],
-        "grey": ["gray"],
+        "red": ["scarlet", "cherry", "vermilion", "carmine", "blood-red"],
+        "green": ["emerald", "grassy", "leafy", "forest-green", "verdant"],
+        "blue": ["cobalt", "navy", "ultramarine", "denim", "royal-blue"],
+        "yellow": ["golden", "mustard", "saffron", "sunny", "buttercup"],
+        "orange": ["tangerine", "pumpkin", "carrot", "apricot"],
+        "purple": ["violet", "grape", "amethyst", "aubergine"],
+        "pink": ["rose", "blush", "bubblegum", "flamingo", "candy-pink"],
+        "cyan": ["turquoise", "teal", "seafoam"],
+        "white": ["snowy", "chalky", "pearly", "alabaster"],
+        "black": ["ebony", "jet-black", "coal-black", "sooty", "raven"],
+        "brown": ["chocolate", "coffee", "cocoa", "walnut", "mahogany"],
+        "grey": ["gray", "slate", "ashen", "pewter", "smoky"],
     },
     "shape": {
-        "circle": ["disc", "round shape"],
-        "square": ["box", "block"],
-        "triangle": ["wedge"],
-        "star": ["five-pointed star"],
-        "diamond": ["rhombus"],
-        "hexagon": ["hex"],
-        "cross": ["plus sign"],
-        "pentagon": ["five-sided shape"],
-        "ring": ["donut"],
-        "heart": ["love heart"],
+        "circle": ["disc", "round shape", "orb", "sphere"],
+        "square": ["box", "block", "slab"],
+        "triangle": ["wedge", "three-sided shape", "arrowhead"],
+        "star": ["five-pointed star", "star shape", "pentagram"],
+        "diamond": ["rhombus", "kite", "gem"],
+        "hexagon": ["hex", "hexagonal shape", "honeycomb"],
+        "cross": ["plus sign", "plus shape", "cross shape"],
+        "pentagon": ["five-sided shape", "home plate"],
+        "ring": ["donut", "loop", "halo", "bagel"],
+        "heart": ["love heart", "heart shape", "love symbol"],
     },
-    "size": {"small": ["little"], "large": ["big"]},
+    "size": {"small": ["little", "petite", "wee"], "large": ["big", "enormous", "massive", "oversized"]},
     "pattern": {
-        "plain": ["solid"],
-        "striped": ["stripy"],
-        "dotted": ["spotted"],
-        "checkered": ["chequered"],
+        "plain": ["solid", "unpatterned", "single-colour"],
+        "striped": ["stripy", "lined", "streaked", "pinstriped"],
+        "dotted": ["spotted", "spotty", "speckled", "with dots"],
+        "checkered": ["chequered", "plaid", "gingham", "tartan"],
     },
     "relation": {
-        "left of": ["to the left of"],
-        "right of": ["to the right of"],
-        "above": ["over"],
-        "below": ["under"],
+        "left of": ["to the left of", "at the left of"],
+        "right of": ["to the right of", "at the right of"],
+        "above": ["over", "on top of"],
+        "below": ["under", "underneath"],
     },
 }
 
@@ -150,13 +154,16 @@ _UNSEEN_WORDS: dict[str, dict[str, list[str]]] = {
 }
 
 # Head noun when the shape is not mentioned ("the red object").
-_NOUNS: dict[str, list[str]] = {"canonical": ["object"], "seen": ["object", "shape"], "unseen": ["object", "item"]}
+_NOUNS: dict[str, list[str]] = {
+    "canonical": ["object"], "seen": ["object", "shape", "one", "figure"], "unseen": ["object", "item"],
+}
 
 # "{target}" is the full noun phrase (with its relation clause, if any).
 TEMPLATES: dict[str, list[str]] = {
     "canonical": ["the {target}"],
     "seen": ["the {target}", "a {target}", "track the {target}", "follow the {target}", "find the {target}",
-             "the {target} in the scene"],
+             "the {target} in the scene", "lock onto the {target}", "look for the {target}", "go after the {target}",
+             "your target is the {target}", "the {target}, please"],
     "unseen": ["the {target}", "keep your eyes on the {target}", "watch the {target}", "locate the {target}",
                "the {target} somewhere in view", "there is a {target}, track it"],
 }
@@ -164,7 +171,7 @@ TEMPLATES: dict[str, list[str]] = {
 # Glue between the target phrase and the relation ("the red square that is left of ...").
 RELATION_CONNECTORS: dict[str, list[str]] = {
     "canonical": [""],
-    "seen": ["", "that is "],
+    "seen": ["", "that is ", "sitting "],
     "unseen": ["", "which is ", "located "],
 }
 
@@ -187,7 +194,7 @@ def _build_synonyms() -> dict[str, dict[str, dict[str, list[str]]]]:
 SYNONYMS: dict[str, dict[str, dict[str, list[str]]]] = _build_synonyms()
 
 #: Probability of using the canonical word instead of a synonym; lower for unseen so the test split leans on them.
-_P_CANONICAL = {"canonical": 1.0, "seen": 0.5, "unseen": 0.3}
+_P_CANONICAL = {"canonical": 1.0, "seen": 0.35, "unseen": 0.3}
 MAX_DESCRIPTION_CHARS = 119
 
 
@@ -369,7 +376,8 @@ def _noun_phrase(attrs: Mapping[str, str], rng: np.random.Generator, mode: str) 
     return " ".join(words)
 
 
-_ARTICLE_RE = re.compile(r"\ba ([aeio])")
+# "an unpatterned", "an ultramarine", but "a uniform".
+_ARTICLE_RE = re.compile(r"\ba ([aeio]|un(?!i)|ul)")
 
 
 def _render(
