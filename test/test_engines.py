@@ -38,7 +38,7 @@ from vl_tracker_core.engines import artifacts, create_engine, resolve
 from vl_tracker_core.engines import tensorrt_engine as trt_mod
 from vl_tracker_core.engines.artifacts import ExportError, load_manifest
 from vl_tracker_core.engines.base import Peaks
-from vl_tracker_core.models.checkpoint import WEIGHTS, sha256_file, shipped_checkpoint_dir
+from vl_tracker_core.models.checkpoint import WEIGHTS, sha256_file
 from vl_tracker_core.trackers.base import TrackState
 
 pytest.importorskip("onnxruntime")
@@ -51,32 +51,6 @@ TEMPLATE_ATOL = 1e-4
 AUC_TOLERANCE = 0.005
 FRAMES = 60
 SCENE = SceneConfig(width=320, height=240)
-
-
-@pytest.fixture(scope="module")
-def checkpoint(tmp_path_factory) -> Path:
-    shipped = shipped_checkpoint_dir()
-    if (shipped / WEIGHTS).is_file():
-        return shipped
-    import torch
-
-    from vl_tracker_core.models.checkpoint import save_checkpoint
-    from vl_tracker_core.models.config import preset
-    from vl_tracker_core.models.network import JointVLNet
-
-    torch.manual_seed(0)
-    folder = tmp_path_factory.mktemp("checkpoint")
-    save_checkpoint(JointVLNet(preset("tiny")), folder, {})
-    return folder
-
-
-@pytest.fixture(scope="module")
-def export_dir(checkpoint, tmp_path_factory) -> Path:
-    from vl_tracker_core.engines.export import export_model
-
-    out = tmp_path_factory.mktemp("export") / "tiny"
-    export_model(out, checkpoint)
-    return out
 
 
 @pytest.fixture(scope="module")

@@ -660,6 +660,76 @@ def _run_bench(args: argparse.Namespace) -> None:
         raise UserError(str(exc)) from None
 
 
+# ---------------------------------------------------------------- soak
+def _add_soak(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "soak",
+        help="hours of a robot in minutes: the node's processing path under bad input, memory and latency drift",
+        description="Drives the ROS node's processing path (the code the node and bag-eval run) with the model "
+        "for N frames of synthetic scenes, one after another, mixing in at stated rates new, empty, 5,000-character "
+        "and non-UTF-8 descriptions, NL+BB starts with NaN / zero / out-of-frame boxes, frame-size changes and "
+        "malformed Image / CompressedImage messages. Prints how each kind was answered, crashes, RSS growth after "
+        "warm-up and latency p50/p99 at the start and the end; then (with --load-seconds) the same pipeline "
+        "driven from four threads at once (descriptions at 100 Hz, images at 30 Hz, parameter updates, resets). "
+        "Exits 1 if anything escaped the pipeline.",
+    )
+    p.add_argument("--frames", type=int, default=10_000, help="frames (default 10000)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--backend", default="onnxruntime", help="inference backend (default onnxruntime)")
+    p.add_argument("--model", type=Path, default=None, help="checkpoint or export folder (default: shipped weights)")
+    p.add_argument("--threads", type=int, default=2, help="CPU threads for inference (default 2)")
+    p.add_argument("--bad-rate", type=float, default=None,
+                   help="scale every bad-input rate so that they add up to this chance per frame (default 0.054)")
+    p.add_argument("--load-seconds", type=float, default=0.0, help="then run the multi-threaded load for this long")
+    p.add_argument("--json", type=Path, default=None, help="write the report as JSON to this file")
+    p.set_defaults(run=_run_soak)
+
+
+def _run_soak(args: argparse.Namespace) -> None:
+    import json
+    from dataclasses import asdict
+
+    from tqdm import tqdm
+
+    from vl_tracker_core.atomic import write_text_atomic
+    from vl_tracker_ros.bag_replay import make_pipeline
+    from vl_tracker_ros.soak import DEFAULT_RATES, SoakOptions, format_soak, load, soak
+
+    if args.frames < 10:
+        raise UserError("--frames must be at least 10")
+    rates = dict(DEFAULT_RATES)
+    if args.bad_rate is not None:
+        if not 0.0 <= args.bad_rate <= 0.9:
+            raise UserError("--bad-rate must be in [0, 0.9]")
+        total = sum(rates.values())
+        rates = {k: v * args.bad_rate / total for k, v in rates.items()}
+    overrides = {"backend": args.backend, "threads": args.threads}
+    if args.model is not None:
+        overrides["model"] = str(args.model)
+    try:
+        pipeline = make_pipeline(overrides=overrides)
+    except ValueError as exc:
+        raise UserError(str(exc)) from None
+    options = SoakOptions(frames=args.frames, seed=args.seed, rates=rates)
+    with tqdm(total=args.frames, desc="soak", unit="frame", mininterval=2.0) as bar:
+        report = soak(pipeline, options, progress=lambda i: bar.update(1))
+    print(format_soak(report))
+    result = {"soak": asdict(report), "backend": args.backend}
+    escaped = report.crashes
+    if args.load_seconds > 0:
+        loaded = load(pipeline, seconds=args.load_seconds)
+        result["load"] = asdict(loaded)
+        escaped += len(loaded.escaped)
+        print(f"\nload for {loaded.seconds:.1f} s: {loaded.descriptions_sent} descriptions, {loaded.images_sent} "
+              f"images, {loaded.param_updates} parameter updates, {loaded.resets} resets; exceptions escaped "
+              f"{len(loaded.escaped)}; {loaded.received} frames received, {loaded.processed} processed, "
+              f"{loaded.dropped} dropped for a newer one (latest-frame policy), {loaded.pending} still waiting")
+    if args.json is not None:
+        write_text_atomic(args.json, json.dumps(result, indent=2, allow_nan=True) + "\n")
+    if escaped:
+        raise CommandFailed(f"{escaped} exceptions escaped the processing path")
+
+
 # ---------------------------------------------------------------- main
 _COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [
     _add_make_synthetic,
@@ -675,6 +745,7 @@ _COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [
     _add_export,
     _add_build_engine,
     _add_bench,
+    _add_soak,
 ]
 
 

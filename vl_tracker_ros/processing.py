@@ -26,7 +26,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from vl_tracker_core.boxes import Box, InvalidBoxError
+from vl_tracker_core.boxes import Box, InvalidBoxError, clip_box
 from vl_tracker_core.engines.base import Engine
 from vl_tracker_core.models.text import DescriptionError, clean_description
 from vl_tracker_core.tracker import FrameError, TrackerParams, VLTracker
@@ -157,6 +157,7 @@ class TrackerPipeline:
         self._latency_ms: deque[float] = deque(maxlen=1000)
         self._processing_ms: deque[float] = deque(maxlen=1000)
         self._last_state = TrackState.IDLE
+        self._frame_size: tuple[int, int] | None = None  # (width, height) of the last usable frame
 
     # ------------------------------------------------------------------ commands
     @property
@@ -197,6 +198,11 @@ class TrackerPipeline:
         """
         try:
             box, class_id = box_from_detection(msg)
+            size = self._frame_size
+            inside = clip_box(box, *size) if size is not None and all(map(math.isfinite, box)) else box
+            if inside is None or inside[2] < 1 or inside[3] < 1:
+                raise InvalidBoxError(f"init_box {tuple(round(v, 1) for v in box)} lies outside the last "
+                                      f"{size[0]}x{size[1]} frame")
             with self._lock:
                 text = clean_description(class_id) if class_id.strip() else self._description
                 if not text:
@@ -274,6 +280,7 @@ class TrackerPipeline:
                 self._error("tracker", f"{type(exc).__name__}: {exc}")
                 return None
             description = self._description if result.state != TrackState.IDLE else ""
+        self._frame_size = (frame.shape[1], frame.shape[0])
         outputs = self._outputs(header, frame, result, description, debug, start)
         done = self._clock()
         with self._stats_lock:
