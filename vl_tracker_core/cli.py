@@ -766,9 +766,11 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING,
                         format="%(levelname)s %(name)s: %(message)s")
+    from vl_tracker_core.atomic import OutputDirError
+
     try:
         args.run(args)
-    except UserError as exc:
+    except (UserError, OutputDirError) as exc:
         print(f"vl-tracker {args.command}: error: {exc}", file=sys.stderr)
         return 2
     except CommandFailed as exc:

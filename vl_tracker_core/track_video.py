@@ -94,8 +94,19 @@ def open_input(path: Path) -> FrameSource:
 
 def track_input(tracker, source: FrameSource, description: str, out_dir: Path, init_box: Box | None = None,
                 progress: bool = True) -> dict:
-    """Run ``tracker`` over ``source``; write the annotated video, CSV and JSON into ``out_dir``."""
-    out_dir.mkdir(parents=True, exist_ok=True)
+    """Run ``tracker`` over ``source``; write the annotated video, CSV and JSON into ``out_dir``.
+
+    They are written into a staging folder and swapped in at the end: ``out_dir`` holds the previous
+    complete output or this one, whenever the run is stopped."""
+    from vl_tracker_core.atomic import replacing_dir
+
+    out_dir = Path(out_dir)
+    with replacing_dir(out_dir, "track.json", "track output") as staging:
+        return _track_into(tracker, source, description, staging, out_dir, init_box, progress)
+
+
+def _track_into(tracker, source: FrameSource, description: str, out_dir: Path, final_dir: Path,
+                init_box: Box | None, progress: bool) -> dict:
     tracker.set_target(description, init_box)
     rows: list[dict] = []
     writer: cv2.VideoWriter | None = None
@@ -136,7 +147,7 @@ def track_input(tracker, source: FrameSource, description: str, out_dir: Path, i
         "skipped_frames": skipped,
         "tracked_frames": len(tracked),
         "mean_ms": float(np.mean(times)) if times else float("nan"),
-        "video": str(out_dir / "track.mp4") if writer is not None else None,
+        "video": str(final_dir / "track.mp4") if writer is not None else None,
         "per_frame": rows,
     }
     (out_dir / "track.json").write_text(json.dumps(summary, indent=1) + "\n")

@@ -25,7 +25,6 @@ import csv
 import json
 import logging
 import math
-import os
 import shutil
 import time
 from collections.abc import Callable, Iterator
@@ -587,21 +586,17 @@ def _prepare_out(out: Path) -> Path:
         if any(out.iterdir()) and not (out / "report.json").is_file():
             raise BagError(f"--out {out} exists, is not empty and is not an earlier bag-eval output; refusing to "
                            "replace it")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    staging = out.parent / f".{out.name}.partial-{os.getpid()}"
-    shutil.rmtree(staging, ignore_errors=True)
-    staging.mkdir()
-    return staging
+    from vl_tracker_core.atomic import recover_dir, staging_dir
+
+    recover_dir(out)
+    return staging_dir(out)
 
 
 def _publish(staging: Path, out: Path) -> None:
-    if out.exists():
-        old = out.parent / f".{out.name}.old-{os.getpid()}"
-        os.replace(out, old)
-        os.replace(staging, out)
-        shutil.rmtree(old, ignore_errors=True)
-    else:
-        os.replace(staging, out)
+    """Swap the finished output in at once: OUT is the previous complete output or this one, always."""
+    from vl_tracker_core.atomic import swap_dir
+
+    swap_dir(staging, out)
 
 
 def bag_eval(options: BagEvalOptions, pipeline: TrackerPipeline) -> dict:
@@ -610,8 +605,8 @@ def bag_eval(options: BagEvalOptions, pipeline: TrackerPipeline) -> dict:
     Raises BagError for unusable input (nothing written); a damaged bag still gets its report, with
     ``report["damage"]`` set.
     """
+    from vl_tracker_core.atomic import write_text_atomic
     from vl_tracker_core.eval.plots import plot_curves
-    from vl_tracker_core.eval.runner import _atomic_write
 
     if options.mode not in MODES:
         raise BagError(f"--mode {options.mode!r}: choose from {', '.join(MODES)}")
@@ -659,8 +654,8 @@ def bag_eval(options: BagEvalOptions, pipeline: TrackerPipeline) -> dict:
                 written = write_video(staging / "video.mp4", options.bag, topics.image, replay.frames, gt,
                                       _frame_rate(replay.frames), options.progress)
                 report["video_frames"] = written
-            _atomic_write(staging / "report.md", format_report(report, str(options.bag)))
-            _atomic_write(staging / "report.json", json.dumps(report, indent=2, allow_nan=True) + "\n")
+            write_text_atomic(staging / "report.md", format_report(report, str(options.bag)))
+            write_text_atomic(staging / "report.json", json.dumps(report, indent=2, allow_nan=True) + "\n")
             _publish(staging, options.out)
         finally:
             shutil.rmtree(staging, ignore_errors=True)

@@ -16,14 +16,12 @@ inference worker, parameter updates and resets in between.
 from __future__ import annotations
 
 import json
-import os
 import random
 import threading
 import time
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
-from pathlib import Path
 from typing import Any
 
 import cv2
@@ -239,9 +237,9 @@ def soak(pipeline: TrackerPipeline, options: SoakOptions, progress: Callable[[in
     last_scale = 1.0  # size of the last frame sent against the scene's own
     started = time.perf_counter()
 
-    def guarded(kind: str, call: Callable[[], Any]) -> Any:
+    def guarded(kind: str, call: Callable[..., Any], *args: Any) -> Any:
         try:
-            return call()
+            return call(*args)
         except Exception as exc:  # what the soak is looking for: anything the pipeline lets through
             crashes.append(f"frame {i}, {kind}: {type(exc).__name__}: {exc}")
             return None
@@ -249,7 +247,7 @@ def soak(pipeline: TrackerPipeline, options: SoakOptions, progress: Callable[[in
     for i in range(options.frames):
         rgb, box, description, scene_starts = frames(i)
         if scene_starts:
-            guarded("scene_description", lambda: pipeline.on_description(inputs.string(description)))
+            guarded("scene_description", pipeline.on_description, inputs.string(description))
         kind = rng.choices(kinds, weights)[0] if p_bad > 0 and rng.random() < p_bad else "valid"
         if kind != "valid":
             tried[kind] += 1
@@ -257,7 +255,7 @@ def soak(pipeline: TrackerPipeline, options: SoakOptions, progress: Callable[[in
         if kind.startswith("description_") or kind.startswith("init_box_"):
             # A box is given in the pixels of the frame the operator saw: the last one sent.
             seen = None if box is None else tuple(float(v) * last_scale for v in box)
-            ok = guarded(kind, lambda: _command(pipeline, inputs, kind, rgb, seen, description))
+            ok = guarded(kind, _command, pipeline, inputs, kind, rgb, seen, description)
             answer = "applied" if ok else ("refused" if pipeline.stats.error_count > errors_before else "ignored")
             answered[kind][answer] += 1
             kind = "valid"  # the frame itself is still a valid one
@@ -273,7 +271,7 @@ def soak(pipeline: TrackerPipeline, options: SoakOptions, progress: Callable[[in
             else:
                 msg = inputs.image(rgb)
             t0 = time.perf_counter()
-            out = guarded(kind, lambda: pipeline.on_image(msg))
+            out = guarded(kind, pipeline.on_image, msg)
             if kind == "valid":
                 valid += 1
                 if out is not None:
@@ -283,7 +281,7 @@ def soak(pipeline: TrackerPipeline, options: SoakOptions, progress: Callable[[in
                                ("refused" if pipeline.stats.error_count > errors_before else "ignored")] += 1
             processed += out is not None
         else:  # a malformed image message
-            out = guarded(kind, lambda: pipeline.on_image(inputs.bad_image(kind, rgb)))
+            out = guarded(kind, pipeline.on_image, inputs.bad_image(kind, rgb))
             answered[kind]["processed" if out is not None else
                            ("refused" if pipeline.stats.error_count > errors_before else "ignored")] += 1
             processed += out is not None
@@ -363,7 +361,8 @@ def format_soak(report: SoakReport) -> str:
               f"| latency p50 / p99, last tenth (ms) | {report.latency_last_p50_ms:.1f} / "
               f"{report.latency_last_p99_ms:.1f} |",
               f"| answered otherwise than expected | {sum(report.unexpected.values())} |",
-              f"| pipeline error counters | {', '.join(f'{k} {v}' for k, v in sorted(report.pipeline_errors.items()))} |"]
+              "| pipeline error counters | "
+              f"{', '.join(f'{k} {v}' for k, v in sorted(report.pipeline_errors.items()))} |"]
     for message in report.crash_messages:
         lines.append(f"crash: {message}")
     return "\n".join(lines)

@@ -37,6 +37,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from vl_tracker_core.atomic import recover_dir, staging_dir, swap_dir
 from vl_tracker_core.engines.artifacts import FORMAT, FORMAT_VERSION, MANIFEST, TOKENIZER_DIR, ExportError
 from vl_tracker_core.engines.torch_engine import fold_batchnorm
 from vl_tracker_core.models.checkpoint import WEIGHTS, load_checkpoint, sha256_file, shipped_checkpoint_dir
@@ -210,19 +211,17 @@ def _copy_tokenizer(text_dir: Path, out: Path) -> list[str]:
 
 
 def _replace_dir(tmp: Path, out_dir: Path) -> None:
-    """Move the finished export into place, replacing a previous export (never an unrelated folder)."""
+    """Move the finished export into place in one atomic exchange, replacing a previous export (never an
+    unrelated folder)."""
+    recover_dir(out_dir)
     if out_dir.exists():
         if out_dir.is_dir() and not any(out_dir.iterdir()):
             out_dir.rmdir()
-        elif (out_dir / MANIFEST).is_file():
-            old = out_dir.with_name(f".{out_dir.name}.old-{os.getpid()}")
-            out_dir.rename(old)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
+        elif not (out_dir / MANIFEST).is_file():
             shutil.rmtree(tmp, ignore_errors=True)
             raise ExportError(f"{out_dir} exists and is not an export folder; choose an empty or new folder")
     try:
-        tmp.rename(out_dir)
+        swap_dir(tmp, out_dir)
     except OSError:
         # Another process finished the same export first: keep theirs.
         if not (out_dir / MANIFEST).is_file():
@@ -263,10 +262,7 @@ def export_model(out_dir: str | os.PathLike, model: str | os.PathLike | None = N
     tokenizer = Tokenizer(text_dir, cfg.max_text_tokens)
     L = cfg.max_text_tokens
 
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out_dir.with_name(f".{out_dir.name}.tmp-{os.getpid()}")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir()
+    tmp = staging_dir(out_dir)
     try:
         generator = torch.Generator().manual_seed(0)
 

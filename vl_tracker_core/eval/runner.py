@@ -18,8 +18,6 @@ from __future__ import annotations
 import json
 import logging
 import math
-import os
-import tempfile
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -28,6 +26,7 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
+from vl_tracker_core.atomic import replacing_dir, write_text_atomic
 from vl_tracker_core.data.readers import load_dataset
 from vl_tracker_core.data.sequence import FrameReadError, Sequence
 from vl_tracker_core.eval import metrics as M
@@ -135,27 +134,18 @@ def run_sequence(tracker: Tracker, seq: Sequence, init: str = "auto") -> Sequenc
     return SequenceRun(seq.name, boxes, states, confidence, similarity, processing, errors)
 
 
-def _atomic_write(path: Path, text: str) -> None:
-    """Write via a temporary file and rename, so an interrupted run never leaves half a file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    with os.fdopen(fd, "w", encoding="utf-8") as handle:
-        handle.write(text)
-    os.replace(tmp, path)
-
-
 def _fmt(value: float) -> str:
     return "nan" if not math.isfinite(value) else f"{value:.2f}"
 
 
 def write_run(run: SequenceRun, results_dir: Path) -> None:
     box_lines = [",".join(_fmt(v) for v in row) for row in run.boxes]
-    _atomic_write(results_dir / f"{run.name}.txt", "\n".join(box_lines) + "\n")
+    write_text_atomic(results_dir / f"{run.name}.txt", "\n".join(box_lines) + "\n")
     state_lines = [STATE_HEADER] + [
         f"{s},{c:.4f},{'nan' if math.isnan(m) else f'{m:.4f}'},{t:.3f}"
         for s, c, m, t in zip(run.states, run.confidence, run.similarity, run.processing_ms)
     ]
-    _atomic_write(results_dir / f"{run.name}_state.txt", "\n".join(state_lines) + "\n")
+    write_text_atomic(results_dir / f"{run.name}_state.txt", "\n".join(state_lines) + "\n")
 
 
 def read_run(results_dir: Path, name: str) -> SequenceRun:
@@ -260,8 +250,8 @@ def write_report(report: dict, out_dir: Path, title: str) -> None:
     from vl_tracker_core.eval.plots import plot_curves
 
     serialisable = {k: v for k, v in report.items() if not k.startswith("_")}
-    _atomic_write(out_dir / "report.json", json.dumps(serialisable, indent=2, allow_nan=True) + "\n")
-    _atomic_write(out_dir / "report.md", format_markdown(serialisable, title))
+    write_text_atomic(out_dir / "report.json", json.dumps(serialisable, indent=2, allow_nan=True) + "\n")
+    write_text_atomic(out_dir / "report.md", format_markdown(serialisable, title))
     if "_metrics" in report:
         plot_curves({title: report["_metrics"]}, out_dir)
 
@@ -315,6 +305,15 @@ def evaluate(
     else:
         sequences = list(dataset)
     chosen = select_shard(sequences, shard)
+    # Everything is written into a staging folder and swapped in at the end: OUT is the previous complete
+    # evaluation or this one, whenever the run is stopped.
+    with replacing_dir(out_dir, "report.json", "evaluation output") as staging:
+        return _evaluate_into(staging, make_tracker, chosen, errors, title=title, init=init, shard=shard,
+                              progress=progress)
+
+
+def _evaluate_into(out_dir: Path, make_tracker: Callable[[], Tracker], chosen: list[Sequence], errors: list[str],
+                   *, title: str, init: str, shard: tuple[int, int] | None, progress: bool) -> dict:
     results_dir = out_dir / "results"
     runs: list[SequenceRun] = []
     frames_total = sum(len(s) for s in chosen)
@@ -354,5 +353,10 @@ def score_results(results_dirs: list[Path], dataset: Path, out_dir: Path, title:
             errors.append(str(exc))
     report = score_runs(runs, by_name)
     report.update({"title": title, "errors": errors})
-    write_report(report, out_dir, title)
+    out = Path(out_dir).resolve()
+    if any(out == d.resolve() or out in d.resolve().parents for d in results_dirs):
+        write_report(report, out_dir, title)  # the inputs live inside OUT: add the report file by file
+    else:
+        with replacing_dir(out_dir, "report.json", "evaluation output") as staging:
+            write_report(report, staging, title)
     return report

@@ -6,8 +6,9 @@ import itertools
 import json
 from pathlib import Path
 
+from vl_tracker_core.atomic import write_text_atomic
 from vl_tracker_core.data.readers import load_dataset
-from vl_tracker_core.eval.runner import _atomic_write, evaluate, select_shard
+from vl_tracker_core.eval.runner import evaluate, select_shard
 
 OBJECTIVES = {
     "auc": lambda r: r["auc"],
@@ -65,7 +66,7 @@ def run_sweep(dataset: Path, out_dir: Path, grid: dict[str, list], base: dict | 
     best = max(scored, key=lambda r: r["objective"]) if scored else None
     result = {"dataset": str(dataset), "sequences": len(sequences), "objective": objective, "base": base,
               "rows": rows, "best": best, "errors": errors}
-    _atomic_write(out_dir / "sweep.json", json.dumps(result, indent=2) + "\n")
+    write_text_atomic(out_dir / "sweep.json", json.dumps(result, indent=2) + "\n")
     lines = [f"# Sweep on {dataset} ({len(sequences)} sequences), objective {objective}", "",
              "| " + " | ".join(keys) + " | AUC | P@20 | LT-F | re-acq | false-box | objective |",
              "|" + "---|" * (len(keys) + 6)]
@@ -73,5 +74,5 @@ def run_sweep(dataset: Path, out_dir: Path, grid: dict[str, list], base: dict | 
         lines.append("| " + " | ".join(str(r["params"][k]) for k in keys) +
                      f" | {r['auc']:.3f} | {r['precision']:.3f} | {r['lt_f']:.3f} | {r['reacquisition_rate']:.3f} "
                      f"| {r['false_box_rate']:.3f} | {r['objective']:.3f} |")
-    _atomic_write(out_dir / "sweep.md", "\n".join(lines) + "\n")
+    write_text_atomic(out_dir / "sweep.md", "\n".join(lines) + "\n")
     return result

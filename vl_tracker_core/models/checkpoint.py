@@ -17,6 +17,8 @@ WEIGHTS = "model.safetensors"
 CONFIG = "config.json"
 CARD = "model_card.json"
 CARD_MD = "MODEL_CARD.md"
+#: What a checkpoint folder consists of (it may hold other files, e.g. a training run's state).
+CHECKPOINT_FILES = (WEIGHTS, CONFIG, CARD, CARD_MD)
 
 
 class CheckpointError(RuntimeError):
@@ -28,21 +30,36 @@ def shipped_checkpoint_dir(name: str = "tiny") -> Path:
 
 
 def save_checkpoint(net: Any, out_dir: Path, card: dict[str, Any] | None = None) -> dict[str, Any]:
-    """Write weights, config and card; returns the card (with the weights' sha256)."""
+    """Write weights, config and card; returns the card (with the weights' sha256).
+
+    The four files are written into a staging folder beside ``out_dir`` (holding hard links to whatever
+    else ``out_dir`` holds, e.g. a training run's state) and swapped in at once: a process killed at any
+    moment leaves the previous checkpoint or the new one, never weights that disagree with their card.
+    """
     from safetensors.torch import save_file
 
-    out_dir.mkdir(parents=True, exist_ok=True)
-    state = {k: v.detach().cpu().contiguous() for k, v in net.state_dict().items()}
-    tmp = out_dir / (WEIGHTS + ".tmp")
-    save_file(state, str(tmp), metadata={"format": "pt", "config": net.config.name})
-    tmp.replace(out_dir / WEIGHTS)
-    net.config.save(out_dir / CONFIG)
-    card = dict(card or {})
-    card["sha256"] = sha256_file(out_dir / WEIGHTS)
-    card["parameters"] = int(sum(v.numel() for v in state.values()))
-    card["config"] = net.config.to_dict()
-    (out_dir / CARD).write_text(json.dumps(card, indent=2) + "\n")
-    (out_dir / CARD_MD).write_text(render_card(card))
+    from vl_tracker_core.atomic import link_tree, staging_dir, swap_dir
+
+    out_dir = Path(out_dir)
+    staging = staging_dir(out_dir)
+    try:
+        if out_dir.is_dir():
+            link_tree(out_dir, staging, skip=frozenset(CHECKPOINT_FILES))
+        state = {k: v.detach().cpu().contiguous() for k, v in net.state_dict().items()}
+        save_file(state, str(staging / WEIGHTS), metadata={"format": "pt", "config": net.config.name})
+        net.config.save(staging / CONFIG)
+        card = dict(card or {})
+        card["sha256"] = sha256_file(staging / WEIGHTS)
+        card["parameters"] = int(sum(v.numel() for v in state.values()))
+        card["config"] = net.config.to_dict()
+        (staging / CARD).write_text(json.dumps(card, indent=2) + "\n")
+        (staging / CARD_MD).write_text(render_card(card))
+        swap_dir(staging, out_dir)
+    except BaseException:
+        import shutil
+
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
     return card
 
 

@@ -30,6 +30,7 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
+from vl_tracker_core.atomic import write_text_atomic
 from vl_tracker_core.eval.metrics import roc_auc
 from vl_tracker_core.models.checkpoint import load_state_strict, save_checkpoint, sha256_file
 from vl_tracker_core.models.config import ModelConfig
@@ -205,10 +206,14 @@ def _save_state(net: JointVLNet, opt: torch.optim.Optimizer, step: int, elapsed:
                 tensors[f"opt.{name}.{key}"] = st[key].contiguous()
         if "step" in st:
             tensors[f"opt.{name}.step"] = torch.as_tensor(st["step"], dtype=torch.float32).reshape(1)
+    # The step lives in the same file as the tensors (safetensors metadata), written through a temporary
+    # file and a rename: a kill never pairs a step with the wrong tensors. The .json beside it is for people.
     tmp = path.with_suffix(".tmp")
-    save_file(tensors, str(tmp))
+    save_file(tensors, str(tmp), metadata={"step": str(step), "elapsed_s": repr(float(elapsed))})
+    with open(tmp, "rb+") as handle:
+        os.fsync(handle.fileno())
     tmp.replace(path)
-    path.with_suffix(".json").write_text(json.dumps({"step": step, "elapsed_s": elapsed}) + "\n")
+    write_text_atomic(path.with_suffix(".json"), json.dumps({"step": step, "elapsed_s": elapsed}) + "\n")
 
 
 def _load_state(net: JointVLNet, opt: torch.optim.Optimizer, path: Path) -> tuple[int, float]:
@@ -224,7 +229,12 @@ def _load_state(net: JointVLNet, opt: torch.optim.Optimizer, path: Path) -> tupl
                 "exp_avg_sq": tensors[f"opt.{name}.exp_avg_sq"].clone(),
                 "step": tensors[f"opt.{name}.step"].reshape(()).clone(),
             }
-    meta = json.loads(path.with_suffix(".json").read_text())
+    from safetensors import safe_open
+
+    with safe_open(str(path), framework="pt") as handle:
+        meta = handle.metadata() or {}
+    if "step" not in meta:  # a state written before the step moved into the file
+        meta = json.loads(path.with_suffix(".json").read_text())
     return int(meta["step"]), float(meta.get("elapsed_s", 0.0))
 
 
