@@ -92,6 +92,16 @@ def load_manifest(export_dir: str | os.PathLike, verify_files: bool = False) -> 
                               "re-run `vl-tracker export`")
     if not (folder / TOKENIZER_DIR).is_dir():
         raise ExportError(f"{folder / TOKENIZER_DIR} is missing; re-run `vl-tracker export`")
+    # Exports since model v3 also record the tokenizer files' sha256 (a changed vocabulary would shift every
+    # token id without an error).
+    hashes = (manifest.get("text_encoder") or {}).get("tokenizer_sha256") or {}
+    for name, expected in hashes.items() if verify_files else ():
+        file = folder / TOKENIZER_DIR / name
+        if not file.is_file():
+            raise ExportError(f"{file} listed in {path} is missing; re-run `vl-tracker export`")
+        if sha256_file(file) != expected:
+            raise ExportError(f"{file} does not match the sha256 in {path} (corrupt or replaced); "
+                              "re-run `vl-tracker export`")
     return manifest
 
 

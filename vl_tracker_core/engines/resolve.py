@@ -33,11 +33,12 @@ def resolve_export_dir(model: str | os.PathLike | None = None, opset: int = 17) 
     if model is not None and is_export_dir(model):
         return Path(model)
     if model is not None and not Path(model).is_dir():
-        raise ExportError(f"model {model} is neither an export folder (manifest.json) nor a checkpoint folder")
+        raise ExportError(f"model {model} is neither an export folder (manifest.json) nor a checkpoint folder; "
+                          "make an export folder with `vl-tracker export --out DIR`")
     checkpoint = Path(model) if model is not None else shipped_checkpoint_dir()
     if not is_checkpoint_dir(checkpoint):
         raise ExportError(f"{checkpoint} is neither an export folder (manifest.json) nor a checkpoint folder "
-                          f"({WEIGHTS} + {CONFIG})")
+                          f"({WEIGHTS} + {CONFIG}); make an export folder with `vl-tracker export --out DIR`")
     sha = sha256_file(checkpoint / WEIGHTS)
     target = default_export_dir(weights_sha256=sha)
     if is_export_dir(target):

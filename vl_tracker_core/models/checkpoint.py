@@ -93,7 +93,12 @@ def load_checkpoint(path: Path | str | None = None, device: str = "cpu") -> tupl
         raise CheckpointError(str(exc)) from None
     card: dict[str, Any] = {}
     if (folder / CARD).is_file():
-        card = json.loads((folder / CARD).read_text())
+        try:
+            card = json.loads((folder / CARD).read_text())
+        except (OSError, ValueError) as exc:
+            raise CheckpointError(f"cannot read the model card {folder / CARD}: {exc}") from None
+        if not isinstance(card, dict):
+            raise CheckpointError(f"{folder / CARD} is not a model card (a JSON object expected)")
         expected = card.get("sha256")
         if expected and expected != sha256_file(weights):
             raise CheckpointError(f"{weights} does not match the sha256 in its model card (corrupt or replaced)")

@@ -22,6 +22,10 @@ class DescriptionError(ValueError):
     """A description that cannot name a target (empty, too long, undecodable)."""
 
 
+class TokenizerError(RuntimeError):
+    """A tokenizer folder that cannot be read (names the file)."""
+
+
 def clean_description(text: str | bytes | None) -> str:
     """Validate and normalise a description; raise DescriptionError with the reason."""
     if text is None:
@@ -97,7 +101,11 @@ class Tokenizer:
         if (model_dir / "tokenizer.json").is_file():
             from tokenizers import Tokenizer as FastTokenizer
 
-            tok = FastTokenizer.from_file(str(model_dir / "tokenizer.json"))
+            try:
+                tok = FastTokenizer.from_file(str(model_dir / "tokenizer.json"))
+            except Exception as exc:  # the tokenizers library raises a bare Exception for a broken file
+                raise TokenizerError(f"cannot read the tokenizer {model_dir / 'tokenizer.json'}: {exc} "
+                                     "(corrupt or not a tokenizers file; copy it again)") from None
             pad = _pad_token(model_dir)
             if pad is None and tok.padding:
                 pad = tok.padding.get("pad_token")
@@ -110,7 +118,10 @@ class Tokenizer:
             os.environ.setdefault("HF_HUB_OFFLINE", "1")
             from transformers import AutoTokenizer
 
-            self._tok = AutoTokenizer.from_pretrained(str(model_dir), local_files_only=True)
+            try:
+                self._tok = AutoTokenizer.from_pretrained(str(model_dir), local_files_only=True)
+            except Exception as exc:
+                raise TokenizerError(f"cannot load a tokenizer from {model_dir}: {exc}") from None
 
     def __call__(self, texts: list[str]) -> tuple[np.ndarray, np.ndarray]:
         if self._fast is not None:
