@@ -184,9 +184,55 @@ class TestTrackerNode(unittest.TestCase):
         values = {kv.key for d in self.diagnostics for s in d.status for kv in s.values}
         self.assertTrue({"rate_hz", "latency_ms", "state", "frames_dropped", "errors"} <= values)
 
+    def test_g_descriptions_at_100_hz_images_at_30_hz_params_and_resets(self):
+        """Load: no callback may raise, the node keeps only the latest frame, diagnostics count the drops."""
+        texts = ["the red square", "", "x" * 5000, "the small red square", "the red square"]
+        pending = []
+        start = time.monotonic()
+        sent_images = sent_descriptions = 0
+        next_image = next_param = next_reset = start
+        while time.monotonic() - start < 6.0:
+            now = time.monotonic()
+            self.descriptions.publish(String(data=texts[sent_descriptions % len(texts)]))
+            sent_descriptions += 1
+            if now >= next_image:
+                self.images.publish(square_image(self.node.get_clock().now().to_msg()))
+                sent_images += 1
+                next_image += 1 / 30
+            if now >= next_param:
+                request = SetParameters.Request()
+                value = (0.3, 0.35, 0.4)[int(now * 10) % 3]
+                request.parameters = [Parameter("tracker.lost_threshold", value=value).to_parameter_msg()]
+                pending.append(self.set_parameters.call_async(request))
+                next_param += 0.5
+            if now >= next_reset:
+                pending.append(self.reset.call_async(Trigger.Request()))
+                next_reset += 1.5
+            rclpy.spin_once(self.node, timeout_sec=0.01)
+        self.spin_for(3.0)
+        self.assertGreater(sent_descriptions, 300)
+        self.assertTrue(all(f.done() for f in pending), "a service call was never answered")
+        self.assertTrue(all(r.successful for f in pending if hasattr(f.result(), "results")
+                            for r in f.result().results))
+        # The node is still alive and answering, and its diagnostics add up.
+        self.assertTrue(self.call(self.reset, Trigger.Request()).success)
+        self.diagnostics.clear()
+        self.spin_for(1.5)
+        values = {kv.key: kv.value for d in self.diagnostics for s in d.status for kv in s.values}
+        received, processed = int(values["frames_received"]), int(values["frames_processed"])
+        dropped = int(values["frames_dropped"])
+        self.assertGreaterEqual(received, sent_images * 0.9)  # best-effort QoS may lose a few on loopback
+        self.assertLessEqual(processed + dropped, received)
+        self.assertGreaterEqual(processed + dropped + int(values["image_errors"]) + 1, received)
+        self.assertGreater(int(values["description_errors"]), 0)  # the 5,000-character ones were refused
+
 
 @launch_testing.post_shutdown_test()
 class TestShutdown(unittest.TestCase):
     def test_exit_code(self, proc_info):
         # SIGINT from launch: the node must exit cleanly (0) or by the signal (-2), never by a crash.
         launch_testing.asserts.assertExitCodes(proc_info, allowable_exit_codes=[0, -2])
+
+    def test_no_exception_escaped_a_callback(self, proc_output):
+        text = "".join(io.text.decode(errors="replace") for io in proc_output)
+        self.assertNotIn("Traceback", text)

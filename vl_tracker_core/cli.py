@@ -81,6 +81,11 @@ def _add_eval(sub: argparse._SubParsersAction) -> None:
                    help="start from the description (nl), the first ground-truth box (bb) or both; "
                    "auto: the box for trackers that need one, otherwise the description alone")
     p.add_argument("--shard", default=None, help="i/n: evaluate every n-th sequence starting at i (0-based)")
+    p.add_argument("--split", default=None,
+                   help="only the sequences of a named split: real-train or real-val (of ../shared/data/real_dev)")
+    p.add_argument("--descriptions", default=None,
+                   help="fill in sentences where a sequence has none: 'project' (the ones this project wrote, "
+                   "vl_tracker_core/resources/real_dev.json) or a JSON file {sequence: sentence}")
     p.add_argument("--backend", default=None,
                    help="inference backend for learned trackers (torch, onnxruntime, tensorrt)")
     p.add_argument("--model", type=Path, default=None, help="checkpoint folder for learned trackers (default: shipped)")
@@ -141,10 +146,23 @@ def _run_eval(args: argparse.Namespace) -> None:
         raise UserError(f"dataset folder {args.dataset} does not exist")
     options = {k: v for k, v in (("backend", args.backend), ("model", args.model), ("threads", args.threads))
                if v is not None}
+    from vl_tracker_core.data.splits import SplitError, load_descriptions, split_members
+
+    descriptions = None
+    try:
+        if args.split is not None:
+            split_members(args.split)
+        if args.descriptions is not None:
+            descriptions = load_descriptions(args.descriptions)
+    except SplitError as exc:
+        raise UserError(str(exc)) from None
     create_tracker(args.tracker, args.variant, **options)  # fail fast on a bad variant or model
-    title = args.tracker + (f"-{args.variant}" if args.variant else "")
-    report = evaluate(lambda: create_tracker(args.tracker, args.variant, **options), args.dataset, args.out,
-                      title=title, init=args.init, shard=shard)
+    title = args.tracker + (f"-{args.variant}" if args.variant else "") + (f" ({args.split})" if args.split else "")
+    try:
+        report = evaluate(lambda: create_tracker(args.tracker, args.variant, **options), args.dataset, args.out,
+                          title=title, init=args.init, shard=shard, split=args.split, descriptions=descriptions)
+    except SplitError as exc:  # a split member the dataset folder lacks
+        raise UserError(str(exc)) from None
     _print_summary(report, args.out)
 
 

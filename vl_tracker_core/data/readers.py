@@ -19,9 +19,11 @@ Conventions and decisions:
   and line. A line holding NaN/inf (or a blank line between boxes) becomes a
   NaN row with ``visible=False`` and a warning. Trailing blank lines are ignored.
 * ``visible`` = box finite and ``w > 0`` and ``h > 0`` and (LaSOT only) neither
-  ``full_occlusion`` nor ``out_of_view`` is set. Missing flag files give a
-  warning and are treated as "visible wherever the box is valid"; a flag line
-  of the wrong length is cut or padded with 0 (visible), with a warning.
+  ``full_occlusion`` nor ``out_of_view`` is set. A missing flag file is normal
+  (OTB, UAV123, DTB70 sources in LaSOT layout have none): a *note*, and every
+  frame with a valid box is visible; a flag line of the wrong length is cut or
+  padded with 0 (visible), with a warning. NaN lines on frames that a flag file
+  marks as absent are the LaSOT-like way to say "no box": a note, not a warning.
 * Frames versus ground-truth length: when they differ, both are cut to the
   shorter one, with a warning giving both counts. (A tracker cannot run on
   frames that do not exist, and frames without a box cannot be scored.) Note
@@ -30,9 +32,11 @@ Conventions and decisions:
   caller; this reader pairs boxes with frames from the first frame on.
 * Sentences (``nlp.txt``, ``language.txt``) are read as plain text, never as
   CSV: they may contain commas. Surrounding whitespace is stripped and line
-  breaks are joined with a space. A missing or empty file gives a warning and
-  description ``""``.
-* Warnings are appended to ``Sequence.warnings`` and logged; hard errors raise
+  breaks are joined with a space. An empty file gives a warning and description
+  ``""``; a missing one (most tracking datasets have no sentences) gives ``""``
+  and a note. A run that needs the sentence reports its absence then.
+* Warnings are appended to ``Sequence.warnings`` and logged; notes go to
+  ``Sequence.notes`` and the debug log; hard errors raise
   :class:`DatasetError` (a ``ValueError``). Frames that exist but cannot be
   decoded are only found when read (``Sequence.read_frame`` raises
   ``FrameReadError``).
@@ -88,7 +92,7 @@ def read_sentence(path: str | Path) -> tuple[str, list[str]]:
     path = Path(path)
     warnings: list[str] = []
     if not path.is_file():
-        return "", [f"{path}: language file not found; description set to ''"]
+        return "", [f"{path}: language file not found; description set to ''"]  # the callers make it a note
     text = _read_text(path, warnings)
     lines = [line.strip() for line in text.splitlines() if line.strip()]
     if not lines:
@@ -144,6 +148,10 @@ def read_groundtruth(path: str | Path) -> tuple[np.ndarray, list[str]]:
         warnings.append(f"{path}: {len(nan_lines)} line(s) with NaN/inf (first: line {nan_lines[0]}); "
                         "those frames have no box and count as not visible")
     return np.asarray(rows, dtype=np.float64).reshape(-1, 4), warnings
+
+
+_NAN_WARNING = re.compile(r": \d+ line\(s\) with NaN/inf")
+_MISSING = ("flag file not found", "language file not found")
 
 
 def read_flags(path: str | Path, length: int) -> tuple[np.ndarray | None, list[str]]:
@@ -289,6 +297,7 @@ def _assemble(
     description: str,
     warnings: list[str],
     require_frames: bool,
+    notes: list[str] | None = None,
 ) -> Sequence:
     if not frames:
         message = f"sequence folder {folder} has no frames (expected image files in {frame_folder})"
@@ -300,10 +309,14 @@ def _assemble(
         n = min(len(frames), len(gt))
         warnings.append(f"{folder}: {len(frames)} frames but {len(gt)} ground-truth boxes; both cut to {n}")
         frames, gt, visible = frames[:n], gt[:n], visible[:n]
+    notes = list(notes or []) + [m for m in warnings if any(k in m for k in _MISSING)]
+    warnings = [m for m in warnings if not any(k in m for k in _MISSING)]
+    for message in notes:
+        logger.debug(message)
     for message in warnings:
         logger.warning(message)
     return Sequence(name=folder.name, frames=frames, gt=gt, visible=visible, description=description,
-                    layout=layout, root=folder, warnings=warnings)
+                    layout=layout, root=folder, warnings=warnings, notes=notes)
 
 
 def read_lasot(folder: str | Path, require_frames: bool = True) -> Sequence:
@@ -311,15 +324,23 @@ def read_lasot(folder: str | Path, require_frames: bool = True) -> Sequence:
     folder = Path(folder)
     gt, warnings = read_groundtruth(folder / "groundtruth.txt")
     visible = visible_from_boxes(gt)
+    flagged = np.zeros(len(gt), dtype=bool)
     for name in ("full_occlusion.txt", "out_of_view.txt"):
         flags, flag_warnings = read_flags(folder / name, len(gt))
         warnings += flag_warnings
         if flags is not None:
             visible &= ~flags
+            flagged |= flags
+    notes: list[str] = []
+    if flagged[~np.isfinite(gt).all(axis=1)].all():
+        # Every NaN line is a frame the flags mark absent: that is how the file says "no box".
+        notes = [w + "; all of them flagged absent" for w in warnings if _NAN_WARNING.search(w)]
+        warnings = [w for w in warnings if not _NAN_WARNING.search(w)]
     description, text_warnings = read_sentence(folder / "nlp.txt")
     warnings += text_warnings
     frames = list_frames(folder / "img")
-    return _assemble(folder, "lasot", frames, folder / "img", gt, visible, description, warnings, require_frames)
+    return _assemble(folder, "lasot", frames, folder / "img", gt, visible, description, warnings, require_frames,
+                     notes)
 
 
 def read_tnl2k(folder: str | Path, require_frames: bool = True) -> Sequence:

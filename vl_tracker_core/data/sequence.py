@@ -34,6 +34,8 @@ class Sequence:
     layout: str = ""
     root: Path | None = None
     warnings: list[str] = field(default_factory=list)
+    #: what is normal for the layout's sources but worth knowing (a flag or language file they do not have)
+    notes: list[str] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         self.gt = np.asarray(self.gt, dtype=np.float64).reshape(-1, 4)

@@ -292,11 +292,15 @@ def evaluate(
     init: str = "auto",
     shard: tuple[int, int] | None = None,
     progress: bool = True,
+    split: str | None = None,
+    descriptions: dict[str, str] | None = None,
 ) -> dict:
     """Run a fresh tracker per sequence, write results, score, and write the report.
 
     A sequence that cannot be loaded or run is listed under ``errors`` in the
-    report; the rest of the dataset is still evaluated.
+    report; the rest of the dataset is still evaluated. ``split`` keeps only the
+    members of a named split (``vl_tracker_core.data.splits``); ``descriptions``
+    fill in sentences where a sequence has none (the report lists which).
     """
     errors: list[str] = []
     if isinstance(dataset, (str, Path)):
@@ -304,16 +308,23 @@ def evaluate(
         errors.extend(load_errors)
     else:
         sequences = list(dataset)
+    filled: list[str] = []
+    if split is not None or descriptions:
+        from vl_tracker_core.data.splits import apply_split
+
+        sequences, filled = apply_split(sequences, split, descriptions)
     chosen = select_shard(sequences, shard)
     # Everything is written into a staging folder and swapped in at the end: OUT is the previous complete
     # evaluation or this one, whenever the run is stopped.
     with replacing_dir(out_dir, "report.json", "evaluation output") as staging:
-        return _evaluate_into(staging, make_tracker, chosen, errors, title=title, init=init, shard=shard,
-                              progress=progress)
+        report = _evaluate_into(staging, make_tracker, chosen, errors, title=title, init=init, shard=shard,
+                                progress=progress, split=split, filled=filled)
+    return report
 
 
 def _evaluate_into(out_dir: Path, make_tracker: Callable[[], Tracker], chosen: list[Sequence], errors: list[str],
-                   *, title: str, init: str, shard: tuple[int, int] | None, progress: bool) -> dict:
+                   *, title: str, init: str, shard: tuple[int, int] | None, progress: bool, split: str | None,
+                   filled: list[str]) -> dict:
     results_dir = out_dir / "results"
     runs: list[SequenceRun] = []
     frames_total = sum(len(s) for s in chosen)
@@ -332,7 +343,7 @@ def _evaluate_into(out_dir: Path, make_tracker: Callable[[], Tracker], chosen: l
             bar.update(len(seq))
     report = score_runs(runs, {s.name: s for s in chosen})
     report.update({"title": title, "init": init, "shard": f"{shard[0]}/{shard[1]}" if shard else None,
-                   "errors": errors})
+                   "split": split, "descriptions_filled_in": filled, "errors": errors})
     write_report(report, out_dir, title)
     return report
 
