@@ -271,14 +271,45 @@ class TrackerNode(Node):
         return SetParametersResult(successful=True)
 
 
+def _stop_executor(executor: MultiThreadedExecutor, timeout_sec: float = 10.0) -> None:
+    """Wait for the callbacks already handed to the executor's threads, then shut the executor down.
+
+    Called once the spin loop has ended, so no new callback is dispatched. ``Executor.shutdown()`` is meant
+    to wait for callbacks in flight, but rclpy's MultiThreadedExecutor (Humble, Jazzy 7.1.x) does not join
+    its thread pool, and Jazzy's ``shutdown()`` returns without waiting at all: a callback handed over in the
+    last ``spin_once`` (the 0.1 s worker timer nearly always has one) would then run against the executor's
+    destroyed guard condition or the node's destroyed entities ("The following exception was never
+    retrieved: cannot use Destroyable because destruction was requested"), or publish while the engine is
+    released. Joining the pool first makes the order deterministic: callbacks return, then the executor,
+    then the node go.
+    """
+    pool = getattr(executor, "_executor", None)  # MultiThreadedExecutor's ThreadPoolExecutor
+    if pool is not None:
+        pool.shutdown(wait=True)
+    executor.shutdown(timeout_sec=timeout_sec)
+
+
+def _shutdown_rclpy() -> None:
+    """The last step before the process exits: ignore further stop signals, then shut rclpy down.
+
+    Late signals are normal here (launch forwards the terminal's Ctrl-C, the terminal sends it too). While
+    the interpreter finalizes, Python resets each signal that has a Python handler to SIG_DFL, so a SIGINT
+    arriving then killed the finished node (launch: "process has died [...] exit code -2"); SIG_IGN is kept.
+    """
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, signal.SIG_IGN)
+    rclpy.try_shutdown()
+
+
 def main(args: list[str] | None = None) -> int:
     """Entry point of ``vl_tracker_node`` (console script and lib/vl_tracker/vl_tracker_node).
 
     Shutdown: SIGINT and SIGTERM only *request* a stop (rclpy's own handlers are off, so no
     KeyboardInterrupt can land in the middle of the cleanup). A terminal's Ctrl-C under ``ros2 launch``
     delivers SIGINT twice (once directly, once forwarded by launch); any number of them is the same request.
-    The spin loop then ends, the last diagnostics are published, the executor, node and engine are released
-    once, and the process exits with 0.
+    The spin loop then ends, the callbacks still running on the executor's threads are waited for, the last
+    diagnostics are published, the executor, node and engine are released once, further signals are ignored,
+    and the process exits with 0.
     """
     rclpy.init(args=args, signal_handler_options=SignalHandlerOptions.NO)
     stop = threading.Event()
@@ -293,11 +324,11 @@ def main(args: list[str] | None = None) -> int:
     except (StartupError, ParameterException) as exc:
         # Bad parameters or a model that does not load: say why, exit non-zero (no traceback).
         get_logger(NODE_NAME).fatal(f"cannot start: {exc}")
-        rclpy.try_shutdown()
+        _shutdown_rclpy()
         return 1
     if stop.is_set():  # stopped while the model was loading
         node.close()
-        rclpy.try_shutdown()
+        _shutdown_rclpy()
         return 0
     executor = MultiThreadedExecutor(num_threads=4)
     executor.add_node(node)
@@ -309,11 +340,11 @@ def main(args: list[str] | None = None) -> int:
     finally:
         if stop.is_set():
             node.get_logger().info("stop requested (signal): shutting down")
+        _stop_executor(executor)
         if rclpy.ok():
             node.publish_final_diagnostics()
-        executor.shutdown()
         node.close()
-        rclpy.try_shutdown()
+        _shutdown_rclpy()
     return 0
 
 

@@ -199,10 +199,13 @@ class TrackerPipeline:
         try:
             box, class_id = box_from_detection(msg)
             size = self._frame_size
-            inside = clip_box(box, *size) if size is not None and all(map(math.isfinite, box)) else box
-            if inside is None or inside[2] < 1 or inside[3] < 1:
-                raise InvalidBoxError(f"init_box {tuple(round(v, 1) for v in box)} lies outside the last "
-                                      f"{size[0]}x{size[1]} frame")
+            # Only a well-formed box can lie outside the last frame; a non-positive or NaN box (or one before
+            # any frame) is refused below by set_target with its own reason.
+            if size is not None and all(map(math.isfinite, box)) and box[2] > 0 and box[3] > 0:
+                inside = clip_box(box, *size)
+                if inside is None or inside[2] < 1 or inside[3] < 1:
+                    raise InvalidBoxError(f"init_box {tuple(round(v, 1) for v in box)} lies outside the last "
+                                          f"{size[0]}x{size[1]} frame")
             with self._lock:
                 text = clean_description(class_id) if class_id.strip() else self._description
                 if not text:
