@@ -31,6 +31,8 @@ ARGUMENTS = {
     "device": ("", "cpu | cuda | cuda:N; empty: from params_file"),
     "precision": ("", "TensorRT precision fp16 | fp32; empty: from params_file"),
     "engine_cache_dir": ("", "TensorRT engine cache folder; empty: from params_file"),
+    "grounder": ("", "joint | owlv2 | owlvit | grounding-dino (whole-frame search); empty: from params_file"),
+    "grounder_model": ("", "local folder of the grounder's transformers model; empty: from params_file"),
     "publish_debug_image": ("", "true: publish debug_image while subscribed; empty: from params_file"),
     "log_level": ("info", "debug | info | warn | error"),
     "use_sim_time": ("false", "true: follow /clock, e.g. while `ros2 bag play --clock` replays a recording"),

@@ -63,6 +63,16 @@ def _run_make_synthetic(args: argparse.Namespace) -> None:
 
 
 # ---------------------------------------------------------------- eval / score
+def _add_grounder_args(p: argparse.ArgumentParser) -> None:
+    from vl_tracker_core.grounders import GROUNDERS
+
+    p.add_argument("--grounder", choices=GROUNDERS, default=None,
+                   help="who finds the target in the whole frame (first grounding, re-search): joint (default, "
+                   "our network), owlv2 / owlvit / grounding-dino (a transformers detector from --grounder-model)")
+    p.add_argument("--grounder-model", type=Path, default=None,
+                   help="local folder of the detector (from_pretrained, offline); see README: Real cameras")
+
+
 def _add_eval(sub: argparse._SubParsersAction) -> None:
     from vl_tracker_core.trackers.registry import TRACKERS
 
@@ -89,6 +99,7 @@ def _add_eval(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--backend", default=None,
                    help="inference backend for learned trackers (torch, onnxruntime, tensorrt)")
     p.add_argument("--model", type=Path, default=None, help="checkpoint folder for learned trackers (default: shipped)")
+    _add_grounder_args(p)
     p.add_argument("--threads", type=int, default=None,
                    help="CPU threads of the torch / onnxruntime engine (default: the backend's choice)")
     p.set_defaults(run=_run_eval)
@@ -144,7 +155,8 @@ def _run_eval(args: argparse.Namespace) -> None:
         raise UserError(str(exc)) from None
     if not args.dataset.exists():
         raise UserError(f"dataset folder {args.dataset} does not exist")
-    options = {k: v for k, v in (("backend", args.backend), ("model", args.model), ("threads", args.threads))
+    options = {k: v for k, v in (("backend", args.backend), ("model", args.model), ("threads", args.threads),
+                                 ("grounder", args.grounder), ("grounder_model", args.grounder_model))
                if v is not None}
     from vl_tracker_core.data.splits import SplitError, load_descriptions, split_members
 
@@ -156,7 +168,14 @@ def _run_eval(args: argparse.Namespace) -> None:
             descriptions = load_descriptions(args.descriptions)
     except SplitError as exc:
         raise UserError(str(exc)) from None
-    create_tracker(args.tracker, args.variant, **options)  # fail fast on a bad variant or model
+    from vl_tracker_core.grounders import GrounderError
+
+    if (args.grounder or args.grounder_model) and args.tracker != "vl":
+        raise UserError("--grounder is for the vl tracker")
+    try:
+        create_tracker(args.tracker, args.variant, **options)  # fail fast on a bad variant, model or grounder
+    except GrounderError as exc:
+        raise UserError(str(exc)) from None
     title = args.tracker + (f"-{args.variant}" if args.variant else "") + (f" ({args.split})" if args.split else "")
     try:
         report = evaluate(lambda: create_tracker(args.tracker, args.variant, **options), args.dataset, args.out,
@@ -348,11 +367,13 @@ def _add_track(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--variant", default=None, help="full (default), no_switch, ground_every_frame")
     p.add_argument("--backend", default="torch")
     p.add_argument("--model", type=Path, default=None, help="checkpoint or export folder (default: shipped tiny)")
+    _add_grounder_args(p)
     p.set_defaults(run=_run_track)
 
 
 def _run_track(args: argparse.Namespace) -> None:
     from vl_tracker_core.boxes import InvalidBoxError, parse_box
+    from vl_tracker_core.grounders import GrounderError
     from vl_tracker_core.models.text import DescriptionError, clean_description
     from vl_tracker_core.track_video import InputError, open_input, track_input
     from vl_tracker_core.trackers.registry import create_tracker
@@ -365,8 +386,13 @@ def _run_track(args: argparse.Namespace) -> None:
         if isinstance(exc, DescriptionError) and args.text is None:
             raise UserError(f"no description: pass --text (the input has no nlp.txt/language.txt) [{exc}]") from None
         raise UserError(str(exc)) from None
-    options = {"backend": args.backend, **({"model": args.model} if args.model else {})}
-    tracker = create_tracker("vl", args.variant, **options)
+    options = {"backend": args.backend, **({"model": args.model} if args.model else {}),
+               **({"grounder": args.grounder} if args.grounder else {}),
+               **({"grounder_model": args.grounder_model} if args.grounder_model else {})}
+    try:
+        tracker = create_tracker("vl", args.variant, **options)
+    except GrounderError as exc:
+        raise UserError(str(exc)) from None
     summary = track_input(tracker, source, text, args.out, init_box=box)
     print(f"{summary['frames']} frames, target tracked on {summary['tracked_frames']}, "
           f"{summary['mean_ms']:.1f} ms/frame; skipped {summary['skipped_frames']} unreadable")
@@ -458,6 +484,7 @@ def _add_bag_eval(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--params", type=Path, default=None, help="a ROS 2 params file for the node (config/tracker.yaml)")
     p.add_argument("--backend", default=None, help="torch, onnxruntime or tensorrt (overrides the params file)")
     p.add_argument("--model", type=Path, default=None, help="checkpoint or export folder (default: shipped weights)")
+    _add_grounder_args(p)
     p.add_argument("--variant", default=None, help="full, no_switch or ground_every_frame")
     p.add_argument("--threads", type=int, default=None, help="CPU threads for inference")
     p.add_argument("--no-video", action="store_true", help="skip the annotated video")
@@ -466,6 +493,7 @@ def _add_bag_eval(sub: argparse._SubParsersAction) -> None:
 
 
 def _run_bag_eval(args: argparse.Namespace) -> None:
+    from vl_tracker_core.grounders import GrounderError
     from vl_tracker_ros.bag_reader import BagError
     from vl_tracker_ros.bag_replay import BagEvalOptions, bag_eval, make_pipeline
     from vl_tracker_ros.launch_helpers import ParamsFileError
@@ -475,10 +503,13 @@ def _run_bag_eval(args: argparse.Namespace) -> None:
     if args.text is not None and not args.text.strip():
         raise UserError("--text is empty")
     overrides = {k: v for k, v in (("backend", args.backend), ("model", str(args.model) if args.model else None),
-                                   ("tracker.variant", args.variant), ("threads", args.threads)) if v is not None}
+                                   ("tracker.variant", args.variant), ("threads", args.threads),
+                                   ("grounder", args.grounder),
+                                   ("grounder_model", str(args.grounder_model) if args.grounder_model else None))
+                 if v is not None}
     try:
         pipeline = make_pipeline(args.params, overrides)
-    except (ParamsFileError, ValueError) as exc:
+    except (ParamsFileError, ValueError, GrounderError) as exc:
         raise UserError(str(exc)) from None
     options = BagEvalOptions(args.bag, args.out, gt=args.gt, mode=args.mode, rate=args.rate, text=args.text,
                              image_topic=args.image_topic, description_topic=args.description_topic,

@@ -148,8 +148,11 @@ class VLTracker:
 
     needs_init_box = False
 
-    def __init__(self, engine: Engine, params: TrackerParams | None = None) -> None:
+    def __init__(self, engine: Engine, params: TrackerParams | None = None, grounder: Any = None) -> None:
+        """``grounder``: None (our network's proposals and matcher find the target in the whole frame) or an
+        open-vocabulary detector (``vl_tracker_core.grounders``) whose boxes and scores take their place."""
         self.engine = engine
+        self.grounder = grounder
         self.params = params or TrackerParams()
         self.cfg = engine.config
         self.name = "vl"
@@ -351,13 +354,25 @@ class VLTracker:
             box = clip_box(self._limit_scale(box, around), frame.shape[1], frame.shape[0])
         return box, self._combine(peaks, 0), float(peaks.similarity[0])
 
-    def _candidates(self, frame: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-        """Proposals on the letterboxed frame, as frame boxes (K, 4), their full-resolution crops,
-        geometry and validity mask (a box outside the frame or under 2 px is masked out)."""
+    def _candidates(self, frame: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray,
+                                                      np.ndarray | None]:
+        """Proposals on the letterboxed frame (or the grounder's detections), as frame boxes (K, 4), their
+        full-resolution crops, geometry, validity mask (a box outside the frame or under 2 px is masked out)
+        and, from a grounder, its scores (None for our proposals: the matcher scores them)."""
         height, width = frame.shape[:2]
-        image, transform = letterbox(frame, self.cfg.ground_size)
-        proposals = self.engine.propose(image)
-        boxes = transform.boxes_to_frame(proposals.boxes)
+        k = self.cfg.candidates
+        scores = None
+        if self.grounder is not None:
+            found = self.grounder.detect(frame, self.text.description, k)
+            boxes = np.zeros((k, 4), np.float64)
+            scores = np.zeros(k, np.float64)
+            boxes[: len(found.scores)] = found.boxes
+            scores[: len(found.scores)] = found.scores
+            boxes[len(found.scores):] = np.nan  # no detection: masked out below
+        else:
+            image, transform = letterbox(frame, self.cfg.ground_size)
+            proposals = self.engine.propose(image)
+            boxes = transform.boxes_to_frame(proposals.boxes)
         mask = np.ones(len(boxes), np.float32)
         for i, raw in enumerate(boxes):
             box = clip_box(tuple(float(v) for v in raw), width, height) if np.isfinite(raw).all() else None
@@ -366,17 +381,21 @@ class VLTracker:
                 box = (width / 2 - 8.0, height / 2 - 8.0, 16.0, 16.0)  # a placeholder crop, never chosen
             boxes[i] = box
         crops = candidate_crops(frame, boxes, self.cfg.candidate_factor, self.cfg.candidate_size)
-        return boxes, crops, candidate_geometry(boxes, width, height), mask
+        return boxes, crops, candidate_geometry(boxes, width, height), mask, scores
 
     def _best_global(self, frame: np.ndarray, verify: bool) -> tuple[Box | None, float, float]:
         """Global pass: proposals, their full-resolution crops, the candidate-set matcher. With ``verify``
         (re-search) a candidate's score mixes the matcher's probability with its agreement with the stored
         template, and the best few are re-scored by a tracking pass centred on them (both must agree)."""
-        boxes, crops, geometry, mask = self._candidates(frame)
+        boxes, crops, geometry, mask, detector_scores = self._candidates(frame)
         use_template = verify and self._template_crop is not None
         template = self._template_crop if use_template else crops[0]
-        matches = self.engine.match(self.text, crops, geometry, mask, template)
-        probs = np.where(mask > 0, matches.probs, 0.0)
+        if detector_scores is not None and not use_template:
+            matches = None  # a grounder's scores alone decide the first grounding
+            probs = np.where(mask > 0, detector_scores, 0.0)
+        else:
+            matches = self.engine.match(self.text, crops, geometry, mask, template)
+            probs = np.where(mask > 0, matches.probs if detector_scores is None else detector_scores, 0.0)
         if use_template:
             w = self.params.research_template_weight
             scores = w * np.where(mask > 0, matches.template_sim, 0.0) + (1.0 - w) * probs

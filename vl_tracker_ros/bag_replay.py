@@ -669,9 +669,16 @@ def make_pipeline(params_file: Path | None = None, overrides: dict[str, Any] | N
     file, then ``overrides``), the same engine options and tracker parameters, rosbags output messages.
     ``engine``: reuse one already built (from the same parameters) instead of loading the model again."""
     from vl_tracker_core.engines import create_engine
+    from vl_tracker_core.grounders import create_grounder
     from vl_tracker_core.tracker import VLTracker
     from vl_tracker_ros.launch_helpers import check_parameters, load_node_parameters
-    from vl_tracker_ros.params import check_choice, default_values, engine_options, tracker_params_from_values
+    from vl_tracker_ros.params import (
+        check_choice,
+        default_values,
+        engine_options,
+        grounder_options,
+        tracker_params_from_values,
+    )
 
     values = default_values()
     if params_file is not None:
@@ -685,5 +692,6 @@ def make_pipeline(params_file: Path | None = None, overrides: dict[str, Any] | N
     params = tracker_params_from_values(values)
     if engine is None:
         engine = create_engine(**engine_options(values))
-    return TrackerPipeline(VLTracker(engine, params), RosbagsMessageFactory(),
+    grounder = create_grounder(**grounder_options(values))
+    return TrackerPipeline(VLTracker(engine, params, grounder=grounder), RosbagsMessageFactory(),
                            on_error=lambda kind, message: log.debug("%s: %s", kind, message))

@@ -19,7 +19,7 @@ from vl_tracker_ros.params import NODE_NAME, PARAMETERS_BY_NAME
 
 #: Launch arguments that override the params file when given (non-empty).
 OVERRIDE_ARGUMENTS = ("use_compressed", "backend", "model", "device", "precision", "engine_cache_dir",
-                      "publish_debug_image")
+                      "grounder", "grounder_model", "publish_debug_image")
 _TRUE = ("true", "1", "yes", "on")
 _FALSE = ("false", "0", "no", "off")
 

@@ -50,15 +50,18 @@ from vision_msgs.msg import Detection2D, Detection2DArray
 from vl_tracker.msg import TrackedTarget
 
 from vl_tracker_core.engines import create_engine
+from vl_tracker_core.grounders import create_grounder
 from vl_tracker_core.tracker import VLTracker
 from vl_tracker_ros.params import (
     ENGINE_PARAMETERS,
+    GROUNDER_PARAMETERS,
     NODE_NAME,
     NODE_PARAMETERS,
     TRACKER_PREFIX,
     NodeParameter,
     check_choice,
     engine_options,
+    grounder_options,
     tracker_params_from_values,
 )
 from vl_tracker_ros.processing import LatestFrameSlot, TrackerPipeline
@@ -120,10 +123,14 @@ class TrackerNode(Node):
         except ValueError as exc:
             raise StartupError(f"tracker parameters: {exc}") from None
         engine = self._build_engine(values)
-        self.get_logger().info(f"{values['backend']} engine ready ({values['model'] or 'shipped weights'})")
+        grounder = self._build_grounder(values)
+        self.get_logger().info(f"{values['backend']} engine ready ({values['model'] or 'shipped weights'})"
+                               + (f"; {values['grounder']} grounder from {values['grounder_model']}"
+                                  if grounder is not None else ""))
 
         self._factory = RclpyMessageFactory()
-        self._pipeline = TrackerPipeline(VLTracker(engine, tracker_params), self._factory, on_error=self._log_error)
+        self._pipeline = TrackerPipeline(VLTracker(engine, tracker_params, grounder=grounder), self._factory,
+                                         on_error=self._log_error)
         self._slot = LatestFrameSlot()
         self._debug_enabled = bool(values["publish_debug_image"])
         self._debug_pub = None
@@ -168,6 +175,13 @@ class TrackerNode(Node):
         except Exception as exc:  # any backend failure (missing library, bad model folder, no GPU) has a reason
             raise StartupError(f"could not build the {values['backend']} engine "
                                f"(model: {values['model'] or 'shipped weights'}): {exc}") from exc
+
+    @staticmethod
+    def _build_grounder(values: dict[str, Any]):
+        try:
+            return create_grounder(**grounder_options(values))
+        except Exception as exc:  # a missing / wrong / corrupt model folder has a reason naming the folder
+            raise StartupError(f"could not load the {values['grounder']} grounder: {exc}") from exc
 
     def _ensure_debug_publisher(self) -> None:
         if self._debug_pub is None:
@@ -262,6 +276,14 @@ class TrackerNode(Node):
                                                                     f"on the current description: {exc}")
             self.get_logger().info(f"switched to the {values['backend']} engine "
                                    f"({values['model'] or 'shipped weights'}); grounding the target again")
+        if any(name in GROUNDER_PARAMETERS and changes[name] != current[name] for name in changes):
+            try:
+                grounder = self._build_grounder(values)
+            except StartupError as exc:
+                return SetParametersResult(successful=False, reason=f"kept the current grounder: {exc}")
+            self._pipeline.replace_grounder(grounder)
+            self.get_logger().info(f"grounder now {values['grounder']}"
+                                   + (f" ({values['grounder_model']})" if grounder is not None else ""))
         if any(name.startswith(TRACKER_PREFIX) for name in changes):
             self._pipeline.update_params(tracker_params)
         if "publish_debug_image" in changes:

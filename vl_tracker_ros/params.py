@@ -15,12 +15,15 @@ from dataclasses import dataclass
 from typing import Any
 
 from vl_tracker_core.engines import BACKENDS
+from vl_tracker_core.grounders import GROUNDERS
 from vl_tracker_core.tracker import VARIANTS, TrackerParams, load_default_params
 
 NODE_NAME = "vl_tracker_node"
 TRACKER_PREFIX = "tracker."
 #: Parameters whose change means building a new inference engine.
 ENGINE_PARAMETERS = ("backend", "model", "device", "threads", "precision", "engine_cache_dir")
+#: Parameters whose change means loading a new grounder.
+GROUNDER_PARAMETERS = ("grounder", "grounder_model")
 
 
 @dataclass(frozen=True)
@@ -113,6 +116,13 @@ NODE_PARAMETERS: tuple[NodeParameter, ...] = (
     NodeParameter("engine_cache_dir", "",
                   "folder of cached TensorRT engines (prebuild them with `vl-tracker build-engine --cache`); "
                   "empty = $VL_TRACKER_CACHE/tensorrt or ~/.cache/vl_tracker/tensorrt; ignored by other backends"),
+    NodeParameter("grounder", "joint",
+                  "who finds the target in the whole frame (first grounding, re-search): joint (our network) or "
+                  "an open-vocabulary detector from grounder_model (owlv2, owlvit, grounding-dino); a change at "
+                  "run time loads the new one first and switches only if that succeeds", choices=GROUNDERS),
+    NodeParameter("grounder_model", "",
+                  "local folder of the grounder's transformers model (downloaded beforehand; loaded offline); "
+                  "empty for joint"),
     NodeParameter("publish_debug_image", False,
                   "publish debug_image (box, state and description drawn on the frame); only drawn while "
                   "someone subscribes"),
@@ -162,6 +172,17 @@ def engine_options(values: Mapping[str, Any]) -> dict[str, Any]:
             options["device"] = device
         if int(values.get("threads", 0)) > 0:
             options["threads"] = int(values["threads"])
+    return options
+
+
+def grounder_options(values: Mapping[str, Any]) -> dict[str, Any]:
+    """Keyword arguments for ``vl_tracker_core.grounders.create_grounder`` from node parameter values."""
+    device = str(values.get("device", "")).strip().lower()
+    options: dict[str, Any] = {"kind": str(values.get("grounder", "joint")) or "joint",
+                               "model": str(values.get("grounder_model", "")) or None,
+                               "device": device if device.startswith("cuda") else "cpu"}
+    if int(values.get("threads", 0)) > 0:
+        options["threads"] = int(values["threads"])
     return options
 
 

@@ -237,10 +237,19 @@ class TrackerPipeline:
         features and templates from one engine mean nothing to another. If the new engine cannot encode
         the description, the error propagates and the old tracker is kept."""
         with self._lock:
-            tracker = VLTracker(engine, self.tracker.params)
+            tracker = VLTracker(engine, self.tracker.params, grounder=self.tracker.grounder)
             if self._description:
                 tracker.set_target(self._description)
             self.tracker = tracker
+
+    def replace_grounder(self, grounder: Any) -> None:
+        """Use another grounder (None: the engine's own proposals and matcher) from the next whole-frame
+        pass on; the current target, template and state are kept. The previous one is released."""
+        with self._lock:
+            previous, self.tracker.grounder = self.tracker.grounder, grounder
+        close = getattr(previous, "close", None)
+        if previous is not None and previous is not grounder and callable(close):
+            close()
 
     def close(self) -> None:
         """Release the engine (device buffers of a TensorRT engine); safe to call more than once."""

@@ -16,6 +16,7 @@ from typing import Any
 
 from vl_tracker_core.data.sequence import Sequence
 
+
 class SplitError(ValueError):
     """An unknown split, a split whose sequences the folder lacks, or an unreadable descriptions file."""
 

@@ -33,14 +33,29 @@ def shared_engine(backend: str = "torch", model: str | None = None, threads: int
     return _ENGINES[key]
 
 
+_GROUNDERS: dict[tuple, object] = {}
+
+
+def shared_grounder(kind: str = "joint", model: str | None = None, threads: int | None = None):
+    """One detector per (kind, folder) in a process, like :func:`shared_engine`; None for ``joint``."""
+    key = (kind, str(model) if model else None)
+    if key not in _GROUNDERS:
+        from vl_tracker_core.grounders import create_grounder
+
+        _GROUNDERS[key] = create_grounder(kind, model, threads=threads)
+    return _GROUNDERS[key]
+
+
 def _vl(variant: str | None = None, backend: str = "torch", model: str | None = None, params: dict | None = None,
-        threads: int | None = None, **_: object) -> Tracker:
+        threads: int | None = None, grounder: str = "joint", grounder_model: str | None = None,
+        **_: object) -> Tracker:
     from vl_tracker_core.tracker import TrackerParams, VLTracker, load_default_params
 
     values = {**load_default_params(), **(params or {})}
     if variant:
         values["variant"] = variant
-    return VLTracker(shared_engine(backend, model, threads), TrackerParams.from_dict(values))
+    return VLTracker(shared_engine(backend, model, threads), TrackerParams.from_dict(values),
+                     grounder=shared_grounder(grounder, grounder_model, threads))
 
 
 TRACKERS: dict[str, Callable[..., Tracker]] = {

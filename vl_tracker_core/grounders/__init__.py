@@ -1,0 +1,36 @@
+"""Who finds the described object in the whole frame (first grounding and re-search).
+
+- ``joint`` (default): our own network's proposals and candidate-set matcher (no extra model).
+- ``owlv2`` / ``owlvit``: transformers' OWLv2 / OWL-ViT open-vocabulary detectors.
+- ``grounding-dino``: transformers' Grounding DINO.
+
+The detectors are loaded from a local folder (``from_pretrained(DIR)``, offline) that the user downloaded
+on a machine with internet; their boxes and scores become the candidates of the same acceptance rules.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from vl_tracker_core.grounders.base import GROUNDERS, Detections, Grounder, GrounderError
+
+
+def create_grounder(kind: str = "joint", model: str | Path | None = None, device: str = "cpu",
+                    threads: int | None = None) -> Grounder | None:
+    """None for ``joint`` (the tracker then uses its engine); a detector for the others."""
+    if kind in ("", "joint"):
+        if model not in (None, ""):
+            raise GrounderError("grounder 'joint' takes no grounder model: it is the tracker's own network")
+        return None
+    if kind not in GROUNDERS:
+        raise GrounderError(f"unknown grounder {kind!r}; choose from {', '.join(GROUNDERS)}")
+    if model in (None, ""):
+        raise GrounderError(f"grounder {kind!r} needs a model folder (--grounder-model DIR / grounder_model): "
+                            "download the model on a machine with internet and copy its folder here "
+                            "(README: Real cameras)")
+    from vl_tracker_core.grounders.hf import TransformersGrounder
+
+    return TransformersGrounder(kind, Path(model), device=device, threads=threads)
+
+
+__all__ = ["GROUNDERS", "Detections", "Grounder", "GrounderError", "create_grounder"]
