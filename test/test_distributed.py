@@ -55,3 +55,16 @@ def test_two_gloo_ranks_equal_one_process_accumulating_their_sub_batches(tmp_pat
     assert moved > 100 * max(worst, 1e-6), (moved, worst)
     card = (tmp_path / "ddp" / "model_card.json").read_text()
     assert '"processes": 2' in card
+
+
+REAL_DEV = Path(__file__).resolve().parents[2] / "shared" / "data" / "real_dev"
+
+
+@pytest.mark.skipif(not REAL_DEV.is_dir(), reason="../shared/data/real_dev is not here")
+def test_training_mixes_synthetic_scenes_and_real_train_sequences(tmp_path: Path):
+    script = tmp_path / "train_mixed.py"
+    script.write_text(SCRIPT.replace("val_scenes=2))", f"val_scenes=2, data=('synthetic=3', '{REAL_DEV}=1'), "
+                                     "data_split='real-train', data_descriptions='project'))"))
+    _run([sys.executable, str(script), str(tmp_path / "mixed"), "1"], tmp_path)
+    card = (tmp_path / "mixed" / "model_card.json").read_text()
+    assert "(weight 3)" in card and "real_dev (weight 1)" in card and "split real-train" in card

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
+import pytest
 
 from vl_tracker_core.boxes import box_iou
 from vl_tracker_core.data.crops import candidate_geometry, letterbox
@@ -94,3 +97,45 @@ def test_the_sample_stream_is_a_function_of_seed_and_batch_index():
     assert [s.description for s in track_a] == [s.description for s in track_b]
     np.testing.assert_array_equal(frames_a[0].crops, frames_b[0].crops)
     assert [m.description for m in frames_a[0].sets] == [m.description for m in frames_b[0].sets]
+
+
+# ------------------------------------------------------------------ mixing data sources
+def test_weighted_interleave_gives_each_source_its_share_in_every_cycle():
+    from vl_tracker_core.train.trainer import interleave, parse_data_spec
+
+    assert parse_data_spec("synthetic") == ("synthetic", 1)
+    assert parse_data_spec("synthetic=3") == ("synthetic", 3)
+    assert parse_data_spec("/data/real_dev=1") == ("/data/real_dev", 1)
+    for bad in ("synthetic=0", "synthetic=x", "=2"):
+        with pytest.raises(ValueError):
+            parse_data_spec(bad)
+    which = interleave([3, 1])
+    picks = [which(i) for i in range(12)]
+    assert [m for m, _ in picks].count(0) == 9 and [m for m, _ in picks].count(1) == 3
+    # Each source's own indices run 0, 1, 2, ... without gaps or repeats.
+    assert [own for m, own in picks if m == 0] == list(range(9))
+    assert [own for m, own in picks if m == 1] == list(range(3))
+
+
+REAL_DEV = Path(__file__).resolve().parents[2] / "shared" / "data" / "real_dev"
+
+
+@pytest.mark.skipif(not REAL_DEV.is_dir(), reason="../shared/data/real_dev is not here")
+def test_real_train_sequences_give_tracking_and_frame_samples():
+    from vl_tracker_core.data.readers import load_dataset
+    from vl_tracker_core.data.splits import apply_split, project_descriptions, split_members
+
+    sequences, _ = load_dataset(REAL_DEV)
+    train, _ = apply_split(sequences, "real-train", project_descriptions())
+    assert {s.name for s in train} == set(split_members("real-train"))
+    make = S.folder_sources(train)
+    cfg = CFG
+    rng = np.random.default_rng(0)
+    tracks = [S.tracking_sample(make(i), rng, cfg) for i in range(30)]
+    tracks = [t for t in tracks if t is not None]
+    assert len(tracks) >= 25
+    assert any(t.box is None for t in tracks) and any(t.box is not None for t in tracks)  # negatives too
+    assert all(t.description for t in tracks)
+    frames = [S.frame_sample(make(i), rng, cfg, sets=4) for i in range(10)]
+    frames = [f for f in frames if f is not None]
+    assert frames and all(not f.complete for f in frames)  # only the target is annotated in real video

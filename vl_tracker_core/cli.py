@@ -283,7 +283,12 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--config", default="tiny", help="preset (tiny, base) or a config.json path")
     p.add_argument("--out", type=Path, required=True)
     p.add_argument("--data", nargs="+", default=["synthetic"],
-                   help="'synthetic' and/or dataset folders (LaSOT/TNL2K/OTB with descriptions); mixed in turn")
+                   help="'synthetic' and/or dataset folders (LaSOT/TNL2K/OTB with descriptions), each optionally "
+                   "=WEIGHT: e.g. synthetic=3 ../shared/data/real_dev=1 draws 3 synthetic scenes per real sequence")
+    p.add_argument("--data-split", default=None,
+                   help="keep only this named split of the dataset folders (real-train for real_dev)")
+    p.add_argument("--data-descriptions", default=None,
+                   help="fill in descriptions where a sequence has none: 'project' or a JSON file")
     p.add_argument("--steps", type=int, default=2400)
     p.add_argument("--batch", type=int, default=16, help="tracking samples per step (default 16)")
     p.add_argument("--frame-batch", type=int, default=8,
@@ -337,14 +342,29 @@ def _run_train(args: argparse.Namespace) -> None:
     for name in ("batch", "frame_batch", "sets_per_frame", "accumulate", "steps"):
         if getattr(args, name) < 1:
             raise UserError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(args, name)}")
+    from vl_tracker_core.data.splits import SplitError, load_descriptions, split_members
+    from vl_tracker_core.train.trainer import parse_data_spec
+
     for d in args.data:
-        if d != "synthetic" and not Path(d).is_dir():
+        try:
+            name, _ = parse_data_spec(d)
+        except ValueError as exc:
+            raise UserError(str(exc)) from None
+        if name != "synthetic" and not Path(name).is_dir():
             raise UserError(f"--data {d}: not 'synthetic' and not a folder")
+    try:
+        if args.data_split:
+            split_members(args.data_split)
+        if args.data_descriptions:
+            load_descriptions(args.data_descriptions)
+    except SplitError as exc:
+        raise UserError(str(exc)) from None
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     options = TrainOptions(out=args.out, config=config, steps=args.steps, track_batch=args.batch,
                            frame_batch=args.frame_batch, sets_per_frame=args.sets_per_frame,
                            accumulate=args.accumulate, time_limit_min=args.time_limit, lr=args.lr,
-                           seed=args.seed, data=tuple(args.data),
+                           seed=args.seed, data=tuple(args.data), data_split=args.data_split,
+                           data_descriptions=args.data_descriptions,
                            val_every=args.val_every, device=device, threads=args.threads,
                            resume=not args.no_resume,
                            command="vl-tracker " + " ".join(shlex.quote(a) for a in sys.argv[1:]))

@@ -22,6 +22,7 @@ import os
 import platform
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -57,7 +58,12 @@ class TrainOptions:
     weight_decay: float = 0.05
     warmup: int = 150
     seed: int = 0
+    #: sources and their weights: "synthetic", "synthetic=3", a dataset folder, "FOLDER=1"
     data: tuple[str, ...] = ("synthetic",)
+    #: for dataset folders: keep only this named split (vl_tracker_core.data.splits), e.g. real-train
+    data_split: str | None = None
+    #: for dataset folders: fill in descriptions where a sequence has none ("project" or a JSON file)
+    data_descriptions: str | None = None
     val_every: int = 300
     #: held-out scenes for validation (tracking crops and first-frame grounding)
     val_scenes: int = 24
@@ -142,21 +148,62 @@ class _Stream(torch.utils.data.IterableDataset):
                                                  if frames else None)
 
 
+def parse_data_spec(spec: str) -> tuple[str, int]:
+    """``synthetic``, ``synthetic=3``, ``PATH`` or ``PATH=1`` -> (source, weight)."""
+    name, sep, weight = spec.rpartition("=") if "=" in spec else (spec, "", "1")
+    if not sep:
+        name = spec
+    try:
+        w = int(weight)
+    except ValueError:
+        raise ValueError(f"--data {spec!r}: the weight after '=' must be a whole number") from None
+    if w < 1 or not name:
+        raise ValueError(f"--data {spec!r}: expected SOURCE or SOURCE=WEIGHT with WEIGHT >= 1")
+    return name, w
+
+
+def interleave(weights: list[int]) -> Callable[[int], tuple[int, int]]:
+    """Source index ``i`` of the stream -> (which data, its own index), so that each data gets its weight's
+    share of every ``sum(weights)`` consecutive sources, deterministically (a resumed run sees the same)."""
+    pattern = [m for m, w in enumerate(weights) for _ in range(w)]
+    before = [pattern[:pos].count(pattern[pos]) for pos in range(len(pattern))]
+
+    def which(index: int) -> tuple[int, int]:
+        cycle, pos = divmod(index, len(pattern))
+        m = pattern[pos]
+        return m, cycle * weights[m] + before[pos]
+
+    return which
+
+
 def _make_sources(o: TrainOptions):
-    makers = []
+    makers, weights = [], []
     for spec in o.data:
-        if spec == "synthetic":
+        name, weight = parse_data_spec(spec)
+        if name == "synthetic":
             makers.append(S.synthetic_sources(o.seed))
         else:
             from vl_tracker_core.data.readers import load_dataset
 
-            sequences, errors = load_dataset(Path(spec))
+            sequences, errors = load_dataset(Path(name))
             for err in errors:
                 print(f"warning: {err}", file=sys.stderr)
+            if o.data_split or o.data_descriptions:
+                from vl_tracker_core.data.splits import apply_split, load_descriptions
+
+                descriptions = load_descriptions(o.data_descriptions) if o.data_descriptions else None
+                sequences, _ = apply_split(sequences, o.data_split, descriptions)
             makers.append(S.folder_sources(sequences))
+        weights.append(weight)
     if len(makers) == 1:
         return makers[0]
-    return lambda index: makers[index % len(makers)](index // len(makers))
+    which = interleave(weights)
+
+    def make(index: int):
+        m, own = which(index)
+        return makers[m](own)
+
+    return make
 
 
 class TrainingStep(nn.Module):
@@ -419,8 +466,11 @@ def train(o: TrainOptions) -> dict:
         "summary": f"{trunk}, {frozen}; tracking head, class-agnostic proposals and candidate-set matcher trained by "
                    f"`vl-tracker train`; text encoder frozen ({c.text_encoder})",
         "command": o.command,
-        "data": ", ".join("synthetic world (seen paraphrases), scenes seeded by (seed, index)" if d == "synthetic"
-                          else d for d in o.data),
+        "data": ", ".join(("synthetic world (seen paraphrases), scenes seeded by (seed, index)"
+                           if parse_data_spec(d)[0] == "synthetic" else parse_data_spec(d)[0])
+                          + f" (weight {parse_data_spec(d)[1]})" for d in o.data)
+                + (f"; dataset folders: split {o.data_split}" if o.data_split else "")
+                + (f"; descriptions filled in from {o.data_descriptions}" if o.data_descriptions else ""),
         "steps": step,
         "samples": step * o.accumulate * world * (o.track_batch + o.frame_batch * o.sets_per_frame),
         "processes": world,
