@@ -1,6 +1,7 @@
 """Open-vocabulary grounders (OWLv2, OWL-ViT, Grounding DINO) from a local folder, with tiny random models
-built here (test/tiny_detectors.py) and run through the real loading and inference code, VLTracker and
-the node's processing path. Real-weight quality is not measured here (no real weights can be downloaded)."""
+built here (vl_tracker_core/grounders/random_models.py) and run through the real loading and inference code,
+VLTracker and the node's processing path. Real-weight quality is not measured here (no real weights can be
+downloaded)."""
 
 from __future__ import annotations
 
@@ -9,15 +10,15 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from tiny_detectors import BUILDERS
 
 from vl_tracker_core.engines import create_engine
 from vl_tracker_core.grounders import GROUNDERS, GrounderError, create_grounder
+from vl_tracker_core.grounders.random_models import BUILDERS
 from vl_tracker_core.tracker import TrackerParams, VLTracker, load_default_params
 from vl_tracker_core.trackers.base import TrackState
 
 pytest.importorskip("transformers")
-KINDS = [g for g in GROUNDERS if g != "joint"]
+KINDS = [g for g in GROUNDERS if g != "joint"]  # owlv2, owlvit, grounding-dino
 W, H = 320, 240
 
 
@@ -126,3 +127,21 @@ def test_cli_track_with_a_grounder_and_a_bad_folder(folders, tmp_path):
     bad = subprocess.run(base + ["--out", str(tmp_path / "t2"), "--grounder", "owlv2", "--grounder-model",
                                  str(tmp_path / "missing")], capture_output=True, text=True, timeout=600)
     assert bad.returncode == 2 and str(tmp_path / "missing") in bad.stderr
+
+
+def test_bench_grounders_times_each_stage_from_folders(folders, tmp_path):
+    import json
+    import subprocess
+    import sys
+
+    out = tmp_path / "bench.json"
+    args = [sys.executable, "-m", "vl_tracker_core.cli", "bench-grounders", "--runs", "1", "--threads", "1",
+            "--grounders", ",".join(KINDS), "--json", str(out)]
+    for kind in KINDS:
+        args += ["--grounder-model", str(folders[kind])]
+    proc = subprocess.run(args, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    rows = json.loads(out.read_text())
+    assert [r["grounder"] for r in rows] == KINDS
+    assert all(r["network_ms"] > 0 and r["total_ms"] >= r["network_ms"] for r in rows)
+    assert "| grounder | weights |" in proc.stdout

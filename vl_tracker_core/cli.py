@@ -729,6 +729,53 @@ def _run_bench(args: argparse.Namespace) -> None:
         raise UserError(str(exc)) from None
 
 
+# ---------------------------------------------------------------- bench-grounders
+def _add_bench_grounders(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "bench-grounders",
+        help="per-stage latency of the open-vocabulary grounders (OWLv2, OWL-ViT, Grounding DINO)",
+        description="Times the processor (resize, pad, tokenise), the network and the box decoding of each "
+        "grounder on one 640x480 frame. Without --grounder-model the published architectures are built at full "
+        "size with random weights: their speed is real, their boxes are not.",
+    )
+    p.add_argument("--grounders", default="owlvit,owlv2,grounding-dino")
+    p.add_argument("--grounder-model", type=Path, action="append", default=None,
+                   help="a model folder per grounder, in the order of --grounders (default: random weights)")
+    p.add_argument("--runs", type=int, default=3)
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--json", type=Path, default=None)
+    p.set_defaults(run=_run_bench_grounders)
+
+
+def _run_bench_grounders(args: argparse.Namespace) -> None:
+    import json
+
+    from vl_tracker_core.atomic import write_text_atomic
+    from vl_tracker_core.grounders import GROUNDERS, GrounderError
+    from vl_tracker_core.grounders.bench import bench_one, format_rows
+
+    kinds = [k.strip() for k in args.grounders.split(",") if k.strip()]
+    bad = [k for k in kinds if k not in GROUNDERS or k == "joint"]
+    if bad or not kinds:
+        raise UserError(f"--grounders {args.grounders!r}: choose from owlvit, owlv2, grounding-dino")
+    folders = list(args.grounder_model or [])
+    if folders and len(folders) != len(kinds):
+        raise UserError("give one --grounder-model per grounder, or none")
+    if args.runs < 1 or args.threads < 1:
+        raise UserError("--runs and --threads must be at least 1")
+    rows = []
+    for i, kind in enumerate(kinds):
+        try:
+            rows.append(bench_one(kind, folders[i] if folders else None, args.runs, args.threads))
+        except GrounderError as exc:
+            raise UserError(str(exc)) from None
+        print(format_rows(rows[-1:]).splitlines()[-1], flush=True)
+    print()
+    print(format_rows(rows))
+    if args.json is not None:
+        write_text_atomic(args.json, json.dumps(rows, indent=2) + "\n")
+
+
 # ---------------------------------------------------------------- soak
 def _add_soak(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
@@ -814,6 +861,7 @@ _COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [
     _add_export,
     _add_build_engine,
     _add_bench,
+    _add_bench_grounders,
     _add_soak,
 ]
 

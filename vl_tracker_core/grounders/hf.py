@@ -83,45 +83,57 @@ class TransformersGrounder:
     def close(self) -> None:
         self.model = None
 
+    @classmethod
+    def from_loaded(cls, kind: str, model: Any, processor: Any, device: str = "cpu") -> TransformersGrounder:
+        """A grounder around an already built model and processor (``random_models``: timing, tests)."""
+        import torch
+
+        self = cls.__new__(cls)
+        self.name, self.model_dir = kind, "(in memory)"
+        self._torch, self.device = torch, torch.device(device)
+        self.processor, self.model = processor, model.eval().to(self.device)
+        return self
+
     # ------------------------------------------------------------------ inference
     def detect(self, frame: np.ndarray, description: str, top_k: int) -> Detections:
-        height, width = frame.shape[:2]
         with self._torch.inference_mode():
-            if self.name == "grounding-dino":
-                centre_boxes, scores = self._grounding_dino(frame, description)
-                scale = (width, height)
-            else:
-                centre_boxes, scores = self._owl(frame, description)
-                # OWLv2 pads the frame to a square (bottom / right) before resizing; OWL-ViT resizes it.
-                side = max(width, height)
-                scale = (side, side) if self.name == "owlv2" else (width, height)
-        return _to_detections(centre_boxes, scores, scale, width, height, top_k)
+            inputs = self.prepare(frame, description)
+            out = self.forward(inputs)
+            return self.decode(out, inputs, frame.shape[1], frame.shape[0], top_k)
 
-    def _inputs(self, **kwargs: Any) -> dict[str, Any]:
+    # The three stages of ``detect``, separate so that ``bench-grounders`` can time each.
+    def prepare(self, frame: np.ndarray, description: str) -> dict[str, Any]:
+        """The processor: resize / pad / normalise the frame, tokenise the description."""
+        if self.name == "grounding-dino":
+            caption = description.lower().strip()
+            kwargs: dict[str, Any] = {"images": frame, "text": caption if caption.endswith(".") else caption + "."}
+        else:
+            kwargs = {"text": [[description]], "images": frame}
         inputs = self.processor(return_tensors="pt", **kwargs)
         return {k: v.to(self.device) if hasattr(v, "to") else v for k, v in inputs.items()}
 
-    def _owl(self, frame: np.ndarray, description: str) -> tuple[np.ndarray, np.ndarray]:
-        inputs = self._inputs(text=[[description]], images=frame)
-        out = self.model(**inputs)
-        scores = out.logits[0].sigmoid().amax(dim=-1)  # (Q,): one text query
-        return out.pred_boxes[0].float().cpu().numpy(), scores.float().cpu().numpy()
+    def forward(self, inputs: dict[str, Any]) -> Any:
+        return self.model(**inputs)
 
-    def _grounding_dino(self, frame: np.ndarray, description: str) -> tuple[np.ndarray, np.ndarray]:
-        caption = description.lower().strip()
-        if not caption.endswith("."):
-            caption += "."
-        inputs = self._inputs(images=frame, text=caption)
-        out = self.model(**inputs)
-        ids = inputs["input_ids"][0]
-        special = set(getattr(self.processor.tokenizer, "all_special_ids", []) or [])
-        words = inputs["attention_mask"][0].bool() & ~self._torch.isin(ids, self._torch.tensor(
-            sorted(special), dtype=ids.dtype, device=ids.device))
-        probs = out.logits[0].sigmoid()[:, : len(ids)]  # (Q, caption tokens)
-        if not bool(words.any()):
-            words = inputs["attention_mask"][0].bool()
-        scores = probs[:, words].amax(dim=-1)
-        return out.pred_boxes[0].float().cpu().numpy(), scores.float().cpu().numpy()
+    def decode(self, out: Any, inputs: dict[str, Any], width: int, height: int, top_k: int) -> Detections:
+        """Scores and normalised boxes -> the best ``top_k`` boxes in frame pixels."""
+        if self.name == "grounding-dino":
+            ids = inputs["input_ids"][0]
+            special = sorted(set(getattr(self.processor.tokenizer, "all_special_ids", []) or []))
+            words = inputs["attention_mask"][0].bool() & ~self._torch.isin(
+                ids, self._torch.tensor(special, dtype=ids.dtype, device=ids.device))
+            if not bool(words.any()):
+                words = inputs["attention_mask"][0].bool()
+            probs = out.logits[0].sigmoid()[:, : len(ids)]  # (Q, caption tokens)
+            scores = probs[:, words].amax(dim=-1)
+            scale = (width, height)
+        else:
+            scores = out.logits[0].sigmoid().amax(dim=-1)  # (Q,): one text query
+            # OWLv2 pads the frame to a square (bottom / right) before resizing; OWL-ViT resizes it.
+            side = max(width, height)
+            scale = (side, side) if self.name == "owlv2" else (width, height)
+        return _to_detections(out.pred_boxes[0].float().cpu().numpy(), scores.float().cpu().numpy(), scale,
+                              width, height, top_k)
 
 
 def _to_detections(centre_boxes: np.ndarray, scores: np.ndarray, scale: tuple[float, float], width: int,
