@@ -169,6 +169,17 @@ class TestTrackerNode(unittest.TestCase):
         self.assertIn("one of", result.reason)
         self.assertFalse(self.set_param("use_compressed", True).successful)  # read-only
         self.assertFalse(self.set_param("tracker.smoothing", 1.5).successful)  # outside its range
+        # A model or grounder folder that does not load is refused; the node keeps what it runs.
+        result = self.set_param("model", "/nonexistent/vl_tracker_model")
+        self.assertFalse(result.successful)
+        self.assertIn("kept the current engine", result.reason)
+        # grounder_model first (unused while the grounder is joint), then the grounder that needs it.
+        self.assertTrue(self.set_param("grounder_model", "/nonexistent/owlv2").successful)
+        result = self.set_param("grounder", "owlv2")
+        self.assertFalse(result.successful)
+        self.assertIn("kept the current grounder", result.reason)
+        self.assertIn("/nonexistent/owlv2", result.reason)
+        self.assertTrue(self.set_param("grounder_model", "").successful)
 
     def test_e_reset_service_goes_idle(self):
         response = self.call(self.reset, Trigger.Request())

@@ -17,10 +17,9 @@ from vl_tracker_core.grounders.base import GROUNDERS, Detections, Grounder, Grou
 
 def create_grounder(kind: str = "joint", model: str | Path | None = None, device: str = "cpu",
                     threads: int | None = None) -> Grounder | None:
-    """None for ``joint`` (the tracker then uses its engine); a detector for the others."""
+    """None for ``joint`` (the tracker then uses its engine; ``model`` is not used, so that a node's
+    ``grounder_model`` can be set before its ``grounder``); a detector for the others."""
     if kind in ("", "joint"):
-        if model not in (None, ""):
-            raise GrounderError("grounder 'joint' takes no grounder model: it is the tracker's own network")
         return None
     if kind not in GROUNDERS:
         raise GrounderError(f"unknown grounder {kind!r}; choose from {', '.join(GROUNDERS)}")
