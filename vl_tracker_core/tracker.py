@@ -60,10 +60,10 @@ class TrackerParams:
     #: EMA factor of the smoothed score (weight of the newest frame)
     smoothing: float = 0.6
     #: T_lost and N: lost after N consecutive frames with the smoothed score under T_lost
-    lost_threshold: float = 0.35
+    lost_threshold: float = 0.65
     lost_frames: int = 3
     #: T_accept: a re-search candidate is accepted at or above this score (> T_lost)
-    accept_threshold: float = 0.5
+    accept_threshold: float = 0.8
     #: score the first grounding after a new description needs (the operator has just said the target is
     #: in view, so this may be lower than T_accept; a wrong pick scores low while tracking and is dropped)
     ground_threshold: float = 0.5
