@@ -187,7 +187,7 @@ def test_onnxruntime_matches_torch_on_generated_frames(torch_engine, ort_engine)
         from vl_tracker_core.tracker import VLTracker
 
         probe = VLTracker(torch_engine)
-        boxes, crops, geometry, mask = probe._candidates(frame)
+        boxes, crops, geometry, mask, _ = probe._candidates(frame)
         m_ref = torch_engine.match(text_t, crops, geometry, mask, template_match)
         m_got = ort_engine.match(text_t, crops, geometry, mask, template_match)
         np.testing.assert_allclose(m_got.probs, m_ref.probs, atol=PROB_ATOL, err_msg=f"match probs {t}")

@@ -63,7 +63,7 @@ def test_the_tracker_grounds_tracks_and_searches_with_a_detector(folders, engine
     assert result.state == TrackState.TRACKING and result.box is not None
     # The first grounding's score is the detector's best score (0.73 for the tiny OWL heads).
     best = grounder.detect(_frame(), "the red ball", top_k=engine.config.candidates).scores[0]
-    assert result.confidence == pytest.approx(max(best, params.accept_threshold), abs=1e-6)
+    assert result.confidence == pytest.approx(best, abs=1e-6)
     # Re-search goes through the detector too (with the template agreement of our matcher).
     tracker.state = TrackState.SEARCHING
     tracker._since_seen = 0

@@ -48,6 +48,8 @@ def test_a_soak_tries_every_bad_input_and_nothing_escapes(engine):
     # Valid frames in between were processed: bad input did not wedge the tracker.
     assert report.frames_processed >= report.valid_frames
     assert report.latency_last_p50_ms > 0 and report.rss_final_mb > 0
+    assert report.latency_by_state and all(v["first_frames"] + v["last_frames"] > 0
+                                           for v in report.latency_by_state.values())
     table = format_soak(report)
     assert "crashes 0" in table and "image_huge_declared_size" in table
 

@@ -193,6 +193,8 @@ class SoakReport:
     latency_first_p99_ms: float
     latency_last_p50_ms: float
     latency_last_p99_ms: float
+    #: state -> frames and p50/p99 in the first and the last tenth (drift is judged per state)
+    latency_by_state: dict[str, dict[str, float]]
     seconds: float
     options: dict[str, Any]
 
@@ -231,7 +233,7 @@ def soak(pipeline: TrackerPipeline, options: SoakOptions, progress: Callable[[in
     tried: Counter = Counter()
     answered: dict[str, Counter] = {k: Counter() for k in kinds}
     crashes: list[str] = []
-    latencies: list[tuple[int, float]] = []
+    latencies: list[tuple[int, float, str]] = []  # (frame, ms, tracker state after the frame)
     rss: list[tuple[int, float]] = []
     processed = valid = 0
     last_scale = 1.0  # size of the last frame sent against the scene's own
@@ -275,7 +277,7 @@ def soak(pipeline: TrackerPipeline, options: SoakOptions, progress: Callable[[in
             if kind == "valid":
                 valid += 1
                 if out is not None:
-                    latencies.append((i, (time.perf_counter() - t0) * 1000.0))
+                    latencies.append((i, (time.perf_counter() - t0) * 1000.0, out.result.state.name))
             else:
                 answered[kind]["processed" if out is not None else
                                ("refused" if pipeline.stats.error_count > errors_before else "ignored")] += 1
@@ -327,8 +329,17 @@ def _report(options: SoakOptions, pipeline: TrackerPipeline, processed: int, val
     after_warmup = [m for i, m in rss if i >= warm_end] or [rss[-1][1]]
     warm_rss = after_warmup[0]
     tenth = max(1, n // 10)
-    first = [ms for i, ms in latencies if warm_end <= i < warm_end + tenth]
-    last = [ms for i, ms in latencies if i >= n - tenth]
+    first = [ms for i, ms, _ in latencies if warm_end <= i < warm_end + tenth]
+    last = [ms for i, ms, _ in latencies if i >= n - tenth]
+    # A frame's cost depends on the state (a SEARCHING frame runs a whole-frame pass): drift is judged per
+    # state, so that a run that happens to end in SEARCHING is not taken for a slowdown.
+    by_state: dict[str, dict[str, float]] = {}
+    for state in sorted({st for _, _, st in latencies}):
+        a = [ms for i, ms, st in latencies if st == state and warm_end <= i < warm_end + tenth]
+        b = [ms for i, ms, st in latencies if st == state and i >= n - tenth]
+        by_state[state] = {"first_frames": len(a), "first_p50_ms": _percentile(a, 50),
+                           "first_p99_ms": _percentile(a, 99), "last_frames": len(b),
+                           "last_p50_ms": _percentile(b, 50), "last_p99_ms": _percentile(b, 99)}
     unexpected = {k: sum(c for a, c in answered[k].items() if a != EXPECTED[k]) for k in answered}
     return SoakReport(
         frames=n, frames_processed=processed, valid_frames=valid, crashes=len(crashes),
@@ -340,7 +351,7 @@ def _report(options: SoakOptions, pipeline: TrackerPipeline, processed: int, val
         rss_growth_pct=100.0 * (rss[-1][1] - warm_rss) / warm_rss,
         latency_first_p50_ms=_percentile(first, 50), latency_first_p99_ms=_percentile(first, 99),
         latency_last_p50_ms=_percentile(last, 50), latency_last_p99_ms=_percentile(last, 99),
-        seconds=seconds, options=asdict(options))
+        latency_by_state=by_state, seconds=seconds, options=asdict(options))
 
 
 def format_soak(report: SoakReport) -> str:
@@ -360,6 +371,9 @@ def format_soak(report: SoakReport) -> str:
               f"{report.latency_first_p99_ms:.1f} |",
               f"| latency p50 / p99, last tenth (ms) | {report.latency_last_p50_ms:.1f} / "
               f"{report.latency_last_p99_ms:.1f} |",
+              *(f"| {state}: p50 / p99 first tenth, last tenth (ms; frames) | {v['first_p50_ms']:.1f} / "
+                f"{v['first_p99_ms']:.1f} ({v['first_frames']:.0f}), {v['last_p50_ms']:.1f} / {v['last_p99_ms']:.1f} "
+                f"({v['last_frames']:.0f}) |" for state, v in report.latency_by_state.items()),
               f"| answered otherwise than expected | {sum(report.unexpected.values())} |",
               "| pipeline error counters | "
               f"{', '.join(f'{k} {v}' for k, v in sorted(report.pipeline_errors.items()))} |"]
