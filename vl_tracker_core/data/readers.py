@@ -33,8 +33,9 @@ Conventions and decisions:
 * Sentences (``nlp.txt``, ``language.txt``) are read as plain text, never as
   CSV: they may contain commas. Surrounding whitespace is stripped and line
   breaks are joined with a space. An empty file gives a warning and description
-  ``""``; a missing one (most tracking datasets have no sentences) gives ``""``
-  and a note. A run that needs the sentence reports its absence then.
+  ``""``; so does a missing ``language.txt`` in TNL2K, which always has one. A
+  missing LaSOT-layout ``nlp.txt`` (most tracking datasets have no sentences)
+  gives ``""`` and a note; a run that needs the sentence reports its absence then.
 * Warnings are appended to ``Sequence.warnings`` and logged; notes go to
   ``Sequence.notes`` and the debug log; hard errors raise
   :class:`DatasetError` (a ``ValueError``). Frames that exist but cannot be
@@ -92,7 +93,7 @@ def read_sentence(path: str | Path) -> tuple[str, list[str]]:
     path = Path(path)
     warnings: list[str] = []
     if not path.is_file():
-        return "", [f"{path}: language file not found; description set to ''"]  # the callers make it a note
+        return "", [f"{path}: language file not found; description set to ''"]
     text = _read_text(path, warnings)
     lines = [line.strip() for line in text.splitlines() if line.strip()]
     if not lines:
@@ -109,7 +110,13 @@ def read_groundtruth(path: str | Path) -> tuple[np.ndarray, list[str]]:
     the file and line for a line that is not four numbers, and for a file with
     no boxes at all.
     """
-    path = Path(path)
+    gt, warnings, nan_message = _parse_groundtruth(Path(path))
+    return gt, warnings + ([nan_message] if nan_message else [])
+
+
+def _parse_groundtruth(path: Path) -> tuple[np.ndarray, list[str], str | None]:
+    """:func:`read_groundtruth`, with the message about NaN/inf lines apart (a LaSOT reader makes it a note
+    when the flag files mark those frames absent)."""
     if not path.is_file():
         raise DatasetError(f"ground-truth file {path} does not exist")
     warnings: list[str] = []
@@ -144,14 +151,9 @@ def read_groundtruth(path: str | Path) -> tuple[np.ndarray, list[str]]:
     if blank_lines:
         warnings.append(f"{path}: {len(blank_lines)} blank line(s) between boxes (first: line {blank_lines[0]}); "
                         "those frames have no box and count as not visible")
-    if nan_lines:
-        warnings.append(f"{path}: {len(nan_lines)} line(s) with NaN/inf (first: line {nan_lines[0]}); "
-                        "those frames have no box and count as not visible")
-    return np.asarray(rows, dtype=np.float64).reshape(-1, 4), warnings
-
-
-_NAN_WARNING = re.compile(r": \d+ line\(s\) with NaN/inf")
-_MISSING = ("flag file not found", "language file not found")
+    nan_message = (f"{path}: {len(nan_lines)} line(s) with NaN/inf (first: line {nan_lines[0]}); those frames "
+                   "have no box and count as not visible") if nan_lines else None
+    return np.asarray(rows, dtype=np.float64).reshape(-1, 4), warnings, nan_message
 
 
 def read_flags(path: str | Path, length: int) -> tuple[np.ndarray | None, list[str]]:
@@ -309,8 +311,7 @@ def _assemble(
         n = min(len(frames), len(gt))
         warnings.append(f"{folder}: {len(frames)} frames but {len(gt)} ground-truth boxes; both cut to {n}")
         frames, gt, visible = frames[:n], gt[:n], visible[:n]
-    notes = list(notes or []) + [m for m in warnings if any(k in m for k in _MISSING)]
-    warnings = [m for m in warnings if not any(k in m for k in _MISSING)]
+    notes = list(notes or [])
     for message in notes:
         logger.debug(message)
     for message in warnings:
@@ -320,24 +321,26 @@ def _assemble(
 
 
 def read_lasot(folder: str | Path, require_frames: bool = True) -> Sequence:
-    """Read one LaSOT sequence folder."""
+    """Read one LaSOT sequence folder. Flag files and ``nlp.txt`` that the folder lacks are notes: OTB,
+    UAV123 and DTB70 sequences in LaSOT layout have none."""
     folder = Path(folder)
-    gt, warnings = read_groundtruth(folder / "groundtruth.txt")
+    gt, warnings, nan_message = _parse_groundtruth(folder / "groundtruth.txt")
     visible = visible_from_boxes(gt)
     flagged = np.zeros(len(gt), dtype=bool)
+    notes: list[str] = []
     for name in ("full_occlusion.txt", "out_of_view.txt"):
-        flags, flag_warnings = read_flags(folder / name, len(gt))
-        warnings += flag_warnings
+        flags, flag_messages = read_flags(folder / name, len(gt))
+        (warnings if (folder / name).is_file() else notes).extend(flag_messages)
         if flags is not None:
             visible &= ~flags
             flagged |= flags
-    notes: list[str] = []
-    if flagged[~np.isfinite(gt).all(axis=1)].all():
+    if nan_message and flagged[~np.isfinite(gt).all(axis=1)].all():
         # Every NaN line is a frame the flags mark absent: that is how the file says "no box".
-        notes = [w + "; all of them flagged absent" for w in warnings if _NAN_WARNING.search(w)]
-        warnings = [w for w in warnings if not _NAN_WARNING.search(w)]
-    description, text_warnings = read_sentence(folder / "nlp.txt")
-    warnings += text_warnings
+        notes.append(nan_message + "; all of them flagged absent")
+    elif nan_message:
+        warnings.append(nan_message)
+    description, text_messages = read_sentence(folder / "nlp.txt")
+    (warnings if (folder / "nlp.txt").is_file() else notes).extend(text_messages)
     frames = list_frames(folder / "img")
     return _assemble(folder, "lasot", frames, folder / "img", gt, visible, description, warnings, require_frames,
                      notes)
