@@ -160,11 +160,9 @@ class OutputDirError(ValueError):
     """An output folder that a command will not replace (it holds something else)."""
 
 
-@contextlib.contextmanager
-def replacing_dir(target: str | os.PathLike, marker: str, what: str) -> Iterator[Path]:
-    """A staging folder for the next complete version of ``target``, swapped in when the block ends without
-    an exception (and removed when it raises). ``target`` must be absent, empty, or hold ``marker`` (a file
-    that an earlier output of the same command has), so that no unrelated folder is ever replaced."""
+def check_replaceable(target: str | os.PathLike, marker: str, what: str) -> None:
+    """Raise OutputDirError unless ``target`` is absent, empty, or an earlier output holding ``marker`` (after
+    putting back a previous version that a killed writer left set aside)."""
     target = Path(target)
     recover_dir(target)
     if target.exists():
@@ -173,6 +171,15 @@ def replacing_dir(target: str | os.PathLike, marker: str, what: str) -> Iterator
         if any(target.iterdir()) and not (target / marker).exists():
             raise OutputDirError(f"{target} is not empty and is not an earlier {what} (no {marker}); refusing to "
                                  "replace it: choose a new or empty folder")
+
+
+@contextlib.contextmanager
+def replacing_dir(target: str | os.PathLike, marker: str, what: str) -> Iterator[Path]:
+    """A staging folder for the next complete version of ``target``, swapped in when the block ends without
+    an exception (and removed when it raises). ``target`` must be absent, empty, or hold ``marker`` (a file
+    that an earlier output of the same command has), so that no unrelated folder is ever replaced."""
+    target = Path(target)
+    check_replaceable(target, marker, what)
     staging = staging_dir(target)
     try:
         yield staging

@@ -25,7 +25,6 @@ import csv
 import json
 import logging
 import math
-import shutil
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -578,34 +577,13 @@ class BagEvalOptions:
     progress: bool = True
 
 
-def _prepare_out(out: Path) -> Path:
-    """A staging folder beside OUT; OUT itself must be absent, empty, or an earlier bag-eval output."""
-    if out.exists():
-        if not out.is_dir():
-            raise BagError(f"--out {out} exists and is not a folder")
-        if any(out.iterdir()) and not (out / "report.json").is_file():
-            raise BagError(f"--out {out} exists, is not empty and is not an earlier bag-eval output; refusing to "
-                           "replace it")
-    from vl_tracker_core.atomic import recover_dir, staging_dir
-
-    recover_dir(out)
-    return staging_dir(out)
-
-
-def _publish(staging: Path, out: Path) -> None:
-    """Swap the finished output in at once: OUT is the previous complete output or this one, always."""
-    from vl_tracker_core.atomic import swap_dir
-
-    swap_dir(staging, out)
-
-
 def bag_eval(options: BagEvalOptions, pipeline: TrackerPipeline) -> dict:
     """Replay, score and write OUT (see the module docstring). Returns the report (with ``out`` set).
 
     Raises BagError for unusable input (nothing written); a damaged bag still gets its report, with
     ``report["damage"]`` set.
     """
-    from vl_tracker_core.atomic import write_text_atomic
+    from vl_tracker_core.atomic import OutputDirError, check_replaceable, replacing_dir, write_text_atomic
     from vl_tracker_core.eval.plots import plot_curves
 
     if options.mode not in MODES:
@@ -624,8 +602,11 @@ def bag_eval(options: BagEvalOptions, pipeline: TrackerPipeline) -> dict:
                                f"(topics found: {describe_topics(bag.topics)}); pass --text or "
                                "--description-topic")
         image_count = next((t.count for t in bag.topics if t.name == topics.image), None)
-        staging = _prepare_out(options.out)
         try:
+            check_replaceable(options.out, "report.json", "bag-eval output")
+        except OutputDirError as exc:
+            raise BagError(f"--out {exc}") from None
+        with replacing_dir(options.out, "report.json", "bag-eval output") as staging:
             output = OutputBag(staging / "bag", options.output_storage)
             bar = tqdm(total=image_count, desc=f"bag-eval {options.mode}", unit="frame",
                        disable=not options.progress)
@@ -656,9 +637,6 @@ def bag_eval(options: BagEvalOptions, pipeline: TrackerPipeline) -> dict:
                 report["video_frames"] = written
             write_text_atomic(staging / "report.md", format_report(report, str(options.bag)))
             write_text_atomic(staging / "report.json", json.dumps(report, indent=2, allow_nan=True) + "\n")
-            _publish(staging, options.out)
-        finally:
-            shutil.rmtree(staging, ignore_errors=True)
     report["out"] = str(options.out)
     return report
 
