@@ -37,7 +37,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from vl_tracker_core.atomic import recover_dir, staging_dir, swap_dir
+from vl_tracker_core.atomic import OutputDirError, check_replaceable, staging_dir, swap_dir
 from vl_tracker_core.engines.artifacts import FORMAT, FORMAT_VERSION, MANIFEST, TOKENIZER_DIR, ExportError
 from vl_tracker_core.engines.torch_engine import fold_batchnorm
 from vl_tracker_core.models.checkpoint import WEIGHTS, load_checkpoint, sha256_file, shipped_checkpoint_dir
@@ -213,13 +213,11 @@ def _copy_tokenizer(text_dir: Path, out: Path) -> list[str]:
 def _replace_dir(tmp: Path, out_dir: Path) -> None:
     """Move the finished export into place in one atomic exchange, replacing a previous export (never an
     unrelated folder)."""
-    recover_dir(out_dir)
-    if out_dir.exists():
-        if out_dir.is_dir() and not any(out_dir.iterdir()):
-            out_dir.rmdir()
-        elif not (out_dir / MANIFEST).is_file():
-            shutil.rmtree(tmp, ignore_errors=True)
-            raise ExportError(f"{out_dir} exists and is not an export folder; choose an empty or new folder")
+    try:
+        check_replaceable(out_dir, MANIFEST, "export folder")
+    except OutputDirError as exc:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise ExportError(str(exc)) from None
     try:
         swap_dir(tmp, out_dir)
     except OSError:
