@@ -43,8 +43,7 @@ def _start(command: list[str]) -> subprocess.Popen:
                             start_new_session=True)
 
 
-def _launch() -> subprocess.Popen:
-    return _start(["ros2", "launch", "vl_tracker", "tracker.launch.py"])
+LAUNCH = ["ros2", "launch", "vl_tracker", "tracker.launch.py"]
 
 
 def _node_executable() -> str:
@@ -108,23 +107,26 @@ def _assert_no_error(output: str) -> None:
     assert "never retrieved" not in output, output[-4000:]  # an rclpy callback failed during the shutdown
 
 
-def test_ctrl_c_twice_to_the_process_group_ends_launch_and_node_cleanly():
-    proc = _launch()
+def _start_then_signal_twice(command: list[str], sig: int) -> tuple[subprocess.Popen, int, str]:
+    """Start ``command``, wait until the node is up, signal its group twice; the process, the group and the
+    whole output, checked for errors."""
+    proc = _start(command)
     lines = _wait_until_up(proc)
-    _, rest = _signal_twice(proc, signal.SIGINT)
+    pgid, rest = _signal_twice(proc, sig)
     output = "".join(lines) + rest
     _assert_no_error(output)
+    return proc, pgid, output
+
+
+def test_ctrl_c_twice_to_the_process_group_ends_launch_and_node_cleanly():
+    proc, _, output = _start_then_signal_twice(LAUNCH, signal.SIGINT)
     assert "process has died" not in output, output[-4000:]
     assert "process has finished cleanly" in output, output[-4000:]
     assert proc.returncode == 0, (proc.returncode, output[-4000:])
 
 
 def test_sigterm_twice_to_the_process_group_leaves_no_process_behind():
-    proc = _launch()
-    lines = _wait_until_up(proc)
-    pgid, rest = _signal_twice(proc, signal.SIGTERM)
-    output = "".join(lines) + rest
-    _assert_no_error(output)
+    proc, pgid, output = _start_then_signal_twice(LAUNCH, signal.SIGTERM)
     assert "process has died" not in output, output[-4000:]
     # -15: killed by the signal (launch has no SIGTERM handler); 0 if a launch version handles it.
     assert proc.returncode in (0, -signal.SIGTERM), (proc.returncode, output[-4000:])
@@ -139,10 +141,6 @@ def test_sigterm_twice_to_the_process_group_leaves_no_process_behind():
 
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
 def test_two_signals_to_the_node_itself_exit_cleanly(sig):
-    proc = _start([_node_executable()])
-    lines = _wait_until_up(proc)
-    _, rest = _signal_twice(proc, sig)
-    output = "".join(lines) + rest
-    _assert_no_error(output)
+    proc, _, output = _start_then_signal_twice([_node_executable()], sig)
     assert "stop requested (signal): shutting down" in output, output[-4000:]
     assert proc.returncode == 0, (proc.returncode, output[-4000:])

@@ -246,6 +246,11 @@ def soak(pipeline: TrackerPipeline, options: SoakOptions, progress: Callable[[in
             crashes.append(f"frame {i}, {kind}: {type(exc).__name__}: {exc}")
             return None
 
+    def answer(kind: str, used: bool, word: str, errors_before: int) -> None:
+        """Count how ``kind`` was answered: used (``word``), refused with a counted error, or ignored."""
+        refused = pipeline.stats.error_count > errors_before
+        answered[kind][word if used else ("refused" if refused else "ignored")] += 1
+
     for i in range(options.frames):
         rgb, box, description, scene_starts = frames(i)
         if scene_starts:
@@ -257,9 +262,8 @@ def soak(pipeline: TrackerPipeline, options: SoakOptions, progress: Callable[[in
         if kind.startswith("description_") or kind.startswith("init_box_"):
             # A box is given in the pixels of the frame the operator saw: the last one sent.
             seen = None if box is None else tuple(float(v) * last_scale for v in box)
-            ok = guarded(kind, _command, pipeline, inputs, kind, rgb, seen, description)
-            answer = "applied" if ok else ("refused" if pipeline.stats.error_count > errors_before else "ignored")
-            answered[kind][answer] += 1
+            answer(kind, bool(guarded(kind, _command, pipeline, inputs, kind, rgb, seen, description)), "applied",
+                   errors_before)
             kind = "valid"  # the frame itself is still a valid one
         if kind == "valid" or kind in ("frame_size_change", "compressed_valid_jpeg"):
             last_scale = 1.0
@@ -268,7 +272,7 @@ def soak(pipeline: TrackerPipeline, options: SoakOptions, progress: Callable[[in
                 rgb = cv2.resize(rgb, (int(rgb.shape[1] * last_scale), int(rgb.shape[0] * last_scale)))
                 msg = inputs.image(rgb)
             elif kind == "compressed_valid_jpeg":
-                ok, buf = cv2.imencode(".jpg", cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
+                _, buf = cv2.imencode(".jpg", cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
                 msg = inputs.compressed("rgb8; jpeg compressed bgr8", buf.reshape(-1))
             else:
                 msg = inputs.image(rgb)
@@ -279,13 +283,11 @@ def soak(pipeline: TrackerPipeline, options: SoakOptions, progress: Callable[[in
                 if out is not None:
                     latencies.append((i, (time.perf_counter() - t0) * 1000.0, out.result.state.name))
             else:
-                answered[kind]["processed" if out is not None else
-                               ("refused" if pipeline.stats.error_count > errors_before else "ignored")] += 1
+                answer(kind, out is not None, "processed", errors_before)
             processed += out is not None
         else:  # a malformed image message
             out = guarded(kind, pipeline.on_image, inputs.bad_image(kind, rgb))
-            answered[kind]["processed" if out is not None else
-                           ("refused" if pipeline.stats.error_count > errors_before else "ignored")] += 1
+            answer(kind, out is not None, "processed", errors_before)
             processed += out is not None
         if i % options.rss_every == 0 or i == options.frames - 1:
             rss.append((i, rss_mb()))
