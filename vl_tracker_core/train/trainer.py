@@ -150,9 +150,7 @@ class _Stream(torch.utils.data.IterableDataset):
 
 def parse_data_spec(spec: str) -> tuple[str, int]:
     """``synthetic``, ``synthetic=3``, ``PATH`` or ``PATH=1`` -> (source, weight)."""
-    name, sep, weight = spec.rpartition("=") if "=" in spec else (spec, "", "1")
-    if not sep:
-        name = spec
+    name, _, weight = spec.rpartition("=") if "=" in spec else (spec, "", "1")
     try:
         w = int(weight)
     except ValueError:
@@ -467,8 +465,8 @@ def train(o: TrainOptions) -> dict:
                    f"`vl-tracker train`; text encoder frozen ({c.text_encoder})",
         "command": o.command,
         "data": ", ".join(("synthetic world (seen paraphrases), scenes seeded by (seed, index)"
-                           if parse_data_spec(d)[0] == "synthetic" else parse_data_spec(d)[0])
-                          + f" (weight {parse_data_spec(d)[1]})" for d in o.data)
+                           if name == "synthetic" else name) + f" (weight {weight})"
+                          for name, weight in map(parse_data_spec, o.data))
                 + (f"; dataset folders: split {o.data_split}" if o.data_split else "")
                 + (f"; descriptions filled in from {o.data_descriptions}" if o.data_descriptions else ""),
         "steps": step,
