@@ -144,4 +144,4 @@ def test_bench_grounders_times_each_stage_from_folders(folders, tmp_path):
     rows = json.loads(out.read_text())
     assert [r["grounder"] for r in rows] == KINDS
     assert all(r["network_ms"] > 0 and r["total_ms"] >= r["network_ms"] for r in rows)
-    assert "| grounder | weights |" in proc.stdout
+    assert "| grounder | backend | weights |" in proc.stdout

@@ -741,6 +741,8 @@ def _add_bench_grounders(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--grounders", default="owlvit,owlv2,grounding-dino")
     p.add_argument("--grounder-model", type=Path, action="append", default=None,
                    help="a model folder per grounder, in the order of --grounders (default: random weights)")
+    p.add_argument("--onnx", action="store_true",
+                   help="also time the OWL models exported to ONNX, with onnxruntime (vl-tracker export-grounder)")
     p.add_argument("--runs", type=int, default=3)
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--json", type=Path, default=None)
@@ -763,10 +765,15 @@ def _run_bench_grounders(args: argparse.Namespace) -> None:
         raise UserError("give one --grounder-model per grounder, or none")
     if args.runs < 1 or args.threads < 1:
         raise UserError("--runs and --threads must be at least 1")
+    from vl_tracker_core.grounders.export import EXPORTABLE
+
+    jobs = [(kind, folders[i] if folders else None, False) for i, kind in enumerate(kinds)]
+    if args.onnx and not folders:
+        jobs += [(kind, None, True) for kind in kinds if kind in EXPORTABLE]
     rows = []
-    for i, kind in enumerate(kinds):
+    for kind, folder, exported in jobs:
         try:
-            rows.append(bench_one(kind, folders[i] if folders else None, args.runs, args.threads))
+            rows.append(bench_one(kind, folder, args.runs, args.threads, exported=exported))
         except GrounderError as exc:
             raise UserError(str(exc)) from None
         print(format_rows(rows[-1:]).splitlines()[-1], flush=True)
@@ -774,6 +781,35 @@ def _run_bench_grounders(args: argparse.Namespace) -> None:
     print(format_rows(rows))
     if args.json is not None:
         write_text_atomic(args.json, json.dumps(rows, indent=2) + "\n")
+
+
+# ---------------------------------------------------------------- export-grounder
+def _add_export_grounder(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "export-grounder",
+        help="export an OWLv2 / OWL-ViT model folder to ONNX (onnxruntime, TensorRT)",
+        description="Writes OUT with an image graph (ViT, box head, image half of the class head), a text graph "
+        "(run once per description) and the processor's files, each graph checked against torch and the pair "
+        "against the model's own forward. Point --grounder-model / grounder_model at OUT to run it with "
+        "onnxruntime, or with TensorRT when the backend is tensorrt. Grounding DINO cannot be split this way "
+        "and runs with torch.",
+    )
+    p.add_argument("--grounder", choices=("owlv2", "owlvit"), required=True)
+    p.add_argument("--grounder-model", type=Path, required=True, help="the downloaded transformers model folder")
+    p.add_argument("--out", type=Path, required=True)
+    p.add_argument("--opset", type=int, default=17)
+    p.set_defaults(run=_run_export_grounder)
+
+
+def _run_export_grounder(args: argparse.Namespace) -> None:
+    from vl_tracker_core.engines.artifacts import ExportError
+    from vl_tracker_core.grounders import GrounderError
+    from vl_tracker_core.grounders.export import export_grounder
+
+    try:
+        export_grounder(args.grounder, args.grounder_model, args.out, opset=args.opset)
+    except (GrounderError, ExportError) as exc:
+        raise UserError(str(exc)) from None
 
 
 # ---------------------------------------------------------------- soak
@@ -862,6 +898,7 @@ _COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [
     _add_build_engine,
     _add_bench,
     _add_bench_grounders,
+    _add_export_grounder,
     _add_soak,
 ]
 

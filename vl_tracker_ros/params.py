@@ -180,7 +180,8 @@ def grounder_options(values: Mapping[str, Any]) -> dict[str, Any]:
     device = str(values.get("device", "")).strip().lower()
     options: dict[str, Any] = {"kind": str(values.get("grounder", "joint")) or "joint",
                                "model": str(values.get("grounder_model", "")) or None,
-                               "device": device if device.startswith("cuda") else "cpu"}
+                               "device": device if device.startswith("cuda") else "cpu",
+                               "backend": str(values.get("backend", "torch"))}
     if int(values.get("threads", 0)) > 0:
         options["threads"] = int(values["threads"])
     return options

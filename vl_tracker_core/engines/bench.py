@@ -265,7 +265,7 @@ _ROWS = (
     ("matcher network (K candidate crops)", "match_ms"),
     ("global grounding pass (letterbox, proposals, crops, matcher)", "ground_pass_ms"),
     ("global re-search pass (+ template agreement, verifying tracking passes)", "research_pass_ms"),
-    ("tracking network", "track_ms"),
+    ("tracking network (every call, with re-search's verifying passes)", "track_ms"),
     ("postprocessing + state machine", "post_state_ms"),
     ("outside the networks, per tracking frame", "overhead_ms"),
     ("total per tracking frame", "total_ms"),

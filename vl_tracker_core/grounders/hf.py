@@ -129,11 +129,16 @@ class TransformersGrounder:
             scale = (width, height)
         else:
             scores = out.logits[0].sigmoid().amax(dim=-1)  # (Q,): one text query
-            # OWLv2 pads the frame to a square (bottom / right) before resizing; OWL-ViT resizes it.
-            side = max(width, height)
-            scale = (side, side) if self.name == "owlv2" else (width, height)
+            scale = owl_box_scale(self.name, width, height)
         return _to_detections(out.pred_boxes[0].float().cpu().numpy(), scores.float().cpu().numpy(), scale,
                               width, height, top_k)
+
+
+def owl_box_scale(kind: str, width: int, height: int) -> tuple[float, float]:
+    """What the OWL models' normalised boxes are relative to: OWLv2 pads the frame to a square (bottom /
+    right) before resizing, OWL-ViT resizes it."""
+    side = max(width, height)
+    return (side, side) if kind == "owlv2" else (width, height)
 
 
 def _to_detections(centre_boxes: np.ndarray, scores: np.ndarray, scale: tuple[float, float], width: int,

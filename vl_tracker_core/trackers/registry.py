@@ -36,13 +36,14 @@ def shared_engine(backend: str = "torch", model: str | None = None, threads: int
 _GROUNDERS: dict[tuple, object] = {}
 
 
-def shared_grounder(kind: str = "joint", model: str | None = None, threads: int | None = None):
-    """One detector per (kind, folder) in a process, like :func:`shared_engine`; None for ``joint``."""
-    key = (kind, str(model) if model else None)
+def shared_grounder(kind: str = "joint", model: str | None = None, threads: int | None = None,
+                    backend: str = "torch"):
+    """One detector per (kind, folder, backend) in a process, like :func:`shared_engine`; None for ``joint``."""
+    key = (kind, str(model) if model else None, backend)
     if key not in _GROUNDERS:
         from vl_tracker_core.grounders import create_grounder
 
-        _GROUNDERS[key] = create_grounder(kind, model, threads=threads)
+        _GROUNDERS[key] = create_grounder(kind, model, threads=threads, backend=backend)
     return _GROUNDERS[key]
 
 
@@ -55,7 +56,7 @@ def _vl(variant: str | None = None, backend: str = "torch", model: str | None = 
     if variant:
         values["variant"] = variant
     return VLTracker(shared_engine(backend, model, threads), TrackerParams.from_dict(values),
-                     grounder=shared_grounder(grounder, grounder_model, threads))
+                     grounder=shared_grounder(grounder, grounder_model, threads, backend))
 
 
 TRACKERS: dict[str, Callable[..., Tracker]] = {
