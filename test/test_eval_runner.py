@@ -106,3 +106,21 @@ def test_make_synthetic_command_writes_lasot_layout(tmp_path):
     assert len(list((seq_dir / "img").iterdir())) == 5
     assert (seq_dir / "nlp.txt").read_text().strip()
     assert len((seq_dir / "out_of_view.txt").read_text().strip().split(",")) == 5
+
+
+def test_eval_set_overrides_the_tracker_parameters(dataset, tmp_path, capsys):
+    name = sorted(p.name for p in dataset.iterdir())[0]
+    runs = {}
+    for label, values in (("never_lost", ["lost_threshold=0.0", "accept_threshold=0.01"]),
+                          ("always_lost", ["lost_threshold=0.99", "accept_threshold=1.0", "lost_frames=1"])):
+        assert main(["eval", "--tracker", "vl", "--init", "bb", "--dataset", str(dataset / name),
+                     "--out", str(tmp_path / label), "--set", *values]) == 0
+        runs[label] = read_run(tmp_path / label / "results", name)
+    # Never lost: a box on every frame. Lost at once: no box after the first frames.
+    assert not np.isnan(runs["never_lost"].boxes).any()
+    assert np.isnan(runs["always_lost"].boxes[5:]).all()
+    assert main(["eval", "--tracker", "vl", "--dataset", str(dataset), "--out", str(tmp_path / "x"),
+                 "--set", "no_such=1"]) == 2
+    assert "unknown tracker parameters" in capsys.readouterr().err
+    assert main(["eval", "--tracker", "kcf", "--dataset", str(dataset), "--out", str(tmp_path / "y"),
+                 "--set", "lost_threshold=0.1"]) == 2

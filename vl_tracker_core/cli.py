@@ -102,6 +102,8 @@ def _add_eval(sub: argparse._SubParsersAction) -> None:
     _add_grounder_args(p)
     p.add_argument("--threads", type=int, default=None,
                    help="CPU threads of the torch / onnxruntime engine (default: the backend's choice)")
+    p.add_argument("--set", nargs="*", default=[], metavar="NAME=V",
+                   help="tracker parameters instead of tracker.yaml's, e.g. lost_threshold=0.35 accept_threshold=0.5")
     p.set_defaults(run=_run_eval)
 
     s = sub.add_parser(
@@ -172,6 +174,18 @@ def _run_eval(args: argparse.Namespace) -> None:
 
     if (args.grounder or args.grounder_model) and args.tracker != "vl":
         raise UserError("--grounder is for the vl tracker")
+    if args.set:
+        from vl_tracker_core.eval.sweep import parse_grid
+        from vl_tracker_core.tracker import TrackerParams, load_default_params
+
+        if args.tracker != "vl":
+            raise UserError("--set is for the vl tracker's parameters")
+        try:
+            overrides = {k: v[0] for k, v in parse_grid(args.set).items()}
+            TrackerParams.from_dict({**load_default_params(), **overrides})
+        except (ValueError, TypeError) as exc:
+            raise UserError(f"--set: {exc}") from None
+        options["params"] = overrides
     try:
         create_tracker(args.tracker, args.variant, **options)  # fail fast on a bad variant, model or grounder
     except GrounderError as exc:
@@ -219,6 +233,7 @@ def _add_sweep(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--max-sequences", type=int, default=None)
     p.add_argument("--objective", default="auc+lt_f", choices=("auc", "lt_f", "auc+lt_f"))
     p.add_argument("--backend", default="torch")
+    p.add_argument("--model", type=Path, default=None, help="checkpoint or export folder (default: shipped)")
     p.set_defaults(run=_run_sweep)
 
 
@@ -232,7 +247,8 @@ def _run_sweep(args: argparse.Namespace) -> None:
         raise UserError(str(exc)) from None
     if not args.dataset.exists():
         raise UserError(f"dataset folder {args.dataset} does not exist")
-    result = run_sweep(args.dataset, args.out, grid, fixed, args.max_sequences, args.objective, args.backend)
+    result = run_sweep(args.dataset, args.out, grid, fixed, args.max_sequences, args.objective, args.backend,
+                       str(args.model) if args.model else None)
     print(f"best: {result['best']}")
     print(f"table: {args.out / 'sweep.md'}")
 
