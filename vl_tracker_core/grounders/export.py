@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import time
 from pathlib import Path
 from typing import Any
@@ -112,7 +111,7 @@ def export_grounder(kind: str, model_dir: str | os.PathLike, out_dir: str | os.P
     an already loaded pair instead (tests); ``model_dir`` is then only recorded."""
     import torch
 
-    from vl_tracker_core.atomic import OutputDirError, check_replaceable, staging_dir, swap_dir
+    from vl_tracker_core.atomic import OutputDirError, replacing_dir
     from vl_tracker_core.engines.export import _export_one, _numpy, _spec, graph_opset
     from vl_tracker_core.hashing import sha256_file
 
@@ -130,10 +129,6 @@ def export_grounder(kind: str, model_dir: str | os.PathLike, out_dir: str | os.P
         loaded = TransformersGrounder(kind, model_dir)
         model, processor = loaded.model, loaded.processor
     out_dir = Path(out_dir)
-    try:
-        check_replaceable(out_dir, MANIFEST, "grounder export folder")
-    except OutputDirError as exc:
-        raise GrounderError(str(exc)) from None
     start = time.perf_counter()
     image_graph, text_graph = _modules(model, kind)
     rng = np.random.default_rng(0)
@@ -141,38 +136,36 @@ def export_grounder(kind: str, model_dir: str | os.PathLike, out_dir: str | os.P
     pixels = [torch.from_numpy(_pixels(processor, f)) for f in frames]
     length = int(model.config.text_config.max_position_embeddings)
     tokens = [[torch.from_numpy(a) for a in _tokens(processor, t, length)] for t in (_TRACE_TEXT, _VERIFY_TEXT)]
-    tmp = staging_dir(out_dir)
     try:
-        graphs: dict[str, Any] = {}
-        jobs = [("image", image_graph, ("pixel_values",), IMAGE_OUTPUTS, [[p] for p in pixels]),
-                ("text", text_graph, ("input_ids", "attention_mask"), TEXT_OUTPUTS, tokens)]
-        with torch.no_grad():
-            for name, module, inputs, outputs, arg_sets in jobs:
-                path = tmp / f"{name}.onnx"
-                used, diffs = _export_one(module, path, inputs, outputs, arg_sets[0], arg_sets[::-1], opset,
-                                          exporter)
-                sample = _numpy(module(*arg_sets[0]))
-                graphs[name] = {"file": path.name, "sha256": sha256_file(path),
-                                "inputs": _spec(inputs, [a.numpy() for a in arg_sets[0]]),
-                                "outputs": _spec(outputs, sample), "exporter": used, "opset": graph_opset(path),
-                                "max_abs_diff_vs_torch": diffs}
-                say(f"exported {name}.onnx ({used} exporter, {path.stat().st_size / 1e6:.1f} MB)")
-            check = _check_against_model(model, tmp, processor, frames[1], _VERIFY_TEXT, length)
-        processor.save_pretrained(str(tmp))
-        weights = model_dir / "model.safetensors"
-        manifest = {
-            "format": FORMAT, "format_version": FORMAT_VERSION, "kind": kind,
-            "source": str(model_dir.resolve()) if model_dir.exists() else str(model_dir),
-            # cache key of TensorRT engines built from these graphs (engines.tensorrt_engine.cache_fields)
-            "weights_sha256": sha256_file(weights) if weights.is_file() else graphs["image"]["sha256"],
-            "text_length": length, "graphs": graphs, "check_against_model": check,
-            "torch_version": torch.__version__, "created_unix": int(time.time()),
-        }
-        (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
-        swap_dir(tmp, out_dir)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+        with replacing_dir(out_dir, MANIFEST, "grounder export folder") as tmp:
+            graphs: dict[str, Any] = {}
+            jobs = [("image", image_graph, ("pixel_values",), IMAGE_OUTPUTS, [[p] for p in pixels]),
+                    ("text", text_graph, ("input_ids", "attention_mask"), TEXT_OUTPUTS, tokens)]
+            with torch.no_grad():
+                for name, module, inputs, outputs, arg_sets in jobs:
+                    path = tmp / f"{name}.onnx"
+                    used, diffs = _export_one(module, path, inputs, outputs, arg_sets[0], arg_sets[::-1], opset,
+                                              exporter)
+                    sample = _numpy(module(*arg_sets[0]))
+                    graphs[name] = {"file": path.name, "sha256": sha256_file(path),
+                                    "inputs": _spec(inputs, [a.numpy() for a in arg_sets[0]]),
+                                    "outputs": _spec(outputs, sample), "exporter": used, "opset": graph_opset(path),
+                                    "max_abs_diff_vs_torch": diffs}
+                    say(f"exported {name}.onnx ({used} exporter, {path.stat().st_size / 1e6:.1f} MB)")
+                check = _check_against_model(model, tmp, processor, frames[1], _VERIFY_TEXT, length)
+            processor.save_pretrained(str(tmp))
+            weights = model_dir / "model.safetensors"
+            manifest = {
+                "format": FORMAT, "format_version": FORMAT_VERSION, "kind": kind,
+                "source": str(model_dir.resolve()) if model_dir.exists() else str(model_dir),
+                # cache key of TensorRT engines built from these graphs (engines.tensorrt_engine.cache_fields)
+                "weights_sha256": sha256_file(weights) if weights.is_file() else graphs["image"]["sha256"],
+                "text_length": length, "graphs": graphs, "check_against_model": check,
+                "torch_version": torch.__version__, "created_unix": int(time.time()),
+            }
+            (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
+    except OutputDirError as exc:
+        raise GrounderError(str(exc)) from None
     say(f"{kind} export written to {out_dir} in {time.perf_counter() - start:.1f} s")
     return manifest
 

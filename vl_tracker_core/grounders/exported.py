@@ -26,6 +26,7 @@ from vl_tracker_core.grounders.export import (
     _tokens,
     owl_scores,
 )
+from vl_tracker_core.grounders.hf import _to_detections, owl_box_scale
 
 BACKENDS = ("onnxruntime", "tensorrt")
 _TEXT_CACHE = 8
@@ -125,8 +126,6 @@ class ExportedOwlGrounder:
 
     def decode(self, out: tuple[np.ndarray, np.ndarray], inputs: dict[str, Any], width: int, height: int,
                top_k: int) -> Detections:
-        from vl_tracker_core.grounders.hf import _to_detections, owl_box_scale
-
         scores, boxes = out
         return _to_detections(boxes.astype(np.float64), scores, owl_box_scale(self.name, width, height), width,
                               height, top_k)
