@@ -10,11 +10,14 @@ shipped network is tested through the same class in test_quality.py.
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 from engines_for_tests import BlobEngine
 
 from vl_tracker_core.boxes import InvalidBoxError, box_iou
+from vl_tracker_core.engines.base import Peaks
 from vl_tracker_core.models.text import DescriptionError
 from vl_tracker_core.tracker import FrameError, TrackerParams, VLTracker
 from vl_tracker_core.trackers.base import TrackState
@@ -241,3 +244,78 @@ def test_parameters_are_validated():
         t.update_params(lost_threshold=float("nan"))
     t.update_params(lost_frames=5)
     assert t.params.lost_frames == 5
+
+
+class _BlobsEngine(BlobEngine):
+    """One peak per blob in the search crop, the brightest first (as the network's top-k peaks come)."""
+
+    def track(self, text, template_tokens, search):
+        import cv2
+
+        gray = search.max(axis=2)
+        n, _, stats, _ = cv2.connectedComponentsWithStats((gray > 60).astype(np.uint8))
+        peaks = []
+        for x, y, w, h, _area in stats[1:n]:
+            peaks.append((gray[y:y + h, x:x + w].max() / 255.0, (x, y, w, h)))
+        if not peaks:
+            return super().track(text, template_tokens, search)
+        peaks.sort(key=lambda p: -p[0])
+        conf = np.array([p[0] for p in peaks])
+        return Peaks(np.array([p[1] for p in peaks], float), conf, conf, conf, np.zeros((4, 4), np.float32))
+
+
+def _two_blobs(target, distractor):
+    image = frame(target, level=150)
+    x, y, w, h = distractor
+    image[y:y + h, x:x + w] = 255
+    return image
+
+
+@pytest.mark.parametrize("influence, stays", [(0.0, False), (0.8, True)])
+def test_window_influence_keeps_the_target_near_where_it_was(influence, stays):
+    """A brighter look-alike enters the search crop beside the target: the strongest peak alone jumps to it;
+    with the motion prior the tracker stays on the target, the peak near where the target was."""
+    params = dataclasses.replace(PARAMS, window_influence=influence)
+    t = VLTracker(_BlobsEngine(), params)
+    target = (150, 110, 20, 20)
+    t.initialize(frame(target, level=150), "the grey square", box=target)
+    r = t.step(_two_blobs(target, (180, 110, 20, 20)))
+    assert r.state == TrackState.TRACKING
+    assert (box_iou(r.box, target) > 0.7) is stays
+
+
+def test_size_update_damps_a_sudden_size_change():
+    target = (150, 110, 20, 20)
+    grown = (140, 100, 40, 40)
+    sizes = {}
+    for lr in (1.0, 0.5):
+        t = VLTracker(BlobEngine(), dataclasses.replace(PARAMS, size_update=lr, max_scale_change=4.0))
+        t.initialize(frame(target), "the white square", box=target)
+        sizes[lr] = t.step(frame(grown)).box[2]
+    assert sizes[1.0] == pytest.approx(40, abs=1.5)
+    assert sizes[0.5] == pytest.approx(30, abs=1.5)  # halfway between the previous and the new size
+    with pytest.raises(ValueError, match="size_update"):
+        TrackerParams(size_update=0.0)
+    with pytest.raises(ValueError, match="window_influence"):
+        TrackerParams(window_influence=1.5)
+
+
+def test_params_files_in_both_formats(tmp_path):
+    from vl_tracker_core.tracker import load_params_file
+
+    core = tmp_path / "core.yaml"
+    core.write_text("tracker:\n  lost_threshold: 0.3\n  window_influence: 0.5\n")
+    assert load_params_file(core) == {"lost_threshold": 0.3, "window_influence": 0.5}
+    ros = tmp_path / "ros.yaml"
+    ros.write_text("vl_tracker_node:\n  ros__parameters:\n    backend: onnxruntime\n    tracker:\n"
+                   "      size_update: 0.6\n")
+    assert load_params_file(ros) == {"size_update": 0.6}
+    bad = tmp_path / "bad.yaml"
+    for text, reason in (("tracker:\n  lost_treshold: 0.3\n", "unknown tracker parameters"),
+                         ("backend: torch\n", "no 'tracker:' section"),
+                         ("tracker: [1\n", "cannot read")):
+        bad.write_text(text)
+        with pytest.raises(ValueError, match=reason):
+            load_params_file(bad)
+    with pytest.raises(ValueError, match="cannot read"):
+        load_params_file(tmp_path / "missing.yaml")

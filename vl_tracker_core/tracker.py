@@ -23,6 +23,7 @@ import logging
 import math
 import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -82,17 +83,24 @@ class TrackerParams:
     template_refresh_interval: int = 30
     #: largest box size change accepted between two frames (factor)
     max_scale_change: float = 1.6
+    #: motion prior of a tracking pass: a peak's rank is ``(1 - w) * heat + w * window``, the window being a
+    #: raised cosine over the search crop centred where the target was (0 = the strongest peak always wins)
+    window_influence: float = 0.0
+    #: weight of the new box size while TRACKING (the rest is the previous size; 1 = take the new size)
+    size_update: float = 1.0
 
     def __post_init__(self) -> None:
         if self.variant not in VARIANTS:
             raise ValueError(f"variant {self.variant!r} unknown; choose from {VARIANTS}")
         for name in ("confidence_weight", "smoothing", "lost_threshold", "accept_threshold", "ground_threshold",
-                     "research_template_weight"):
+                     "research_template_weight", "window_influence", "size_update"):
             value = getattr(self, name)
             if not (0.0 <= value <= 1.0) or math.isnan(value):
                 raise ValueError(f"{name} must lie in [0, 1], got {value}")
         if self.smoothing <= 0.0:
             raise ValueError("smoothing must be > 0 (1 means no smoothing)")
+        if self.size_update <= 0.0:
+            raise ValueError("size_update must be > 0 (1 means the new size is taken as it is)")
         if self.accept_threshold <= self.lost_threshold:
             raise ValueError(f"accept_threshold ({self.accept_threshold}) must be greater than lost_threshold "
                              f"({self.lost_threshold}): that gap is the hysteresis")
@@ -122,6 +130,33 @@ def load_default_params() -> dict[str, Any]:
     text = resources.files("vl_tracker_core").joinpath("resources", "tracker.yaml").read_text()
     data = yaml.safe_load(text) or {}
     return dict(data.get("tracker", {}))
+
+
+def load_params_file(path: str | Path) -> dict[str, Any]:
+    """The tracker parameters of a YAML file: a ``tracker:`` section at the top (the core's format) or under
+    a node's ``ros__parameters`` (a ROS 2 params file such as config/real_camera.yaml). Checked by name."""
+    import yaml
+
+    path = Path(path)
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
+        raise ValueError(f"cannot read parameters file {path}: {exc}") from None
+    found: dict[str, Any] | None = None
+    if isinstance(data, dict) and isinstance(data.get("tracker"), dict):
+        found = data["tracker"]
+    elif isinstance(data, dict):
+        for section in data.values():
+            ros = section.get("ros__parameters") if isinstance(section, dict) else None
+            if isinstance(ros, dict) and isinstance(ros.get("tracker"), dict):
+                found = {**(found or {}), **ros["tracker"]}
+    if found is None:
+        raise ValueError(f"{path}: no 'tracker:' section (at the top, or under '<node>: ros__parameters:')")
+    known = {f.name for f in dataclasses.fields(TrackerParams)}
+    unknown = sorted(set(found) - known)
+    if unknown:
+        raise ValueError(f"{path}: unknown tracker parameters {unknown}; known: {sorted(known)}")
+    return dict(found)
 
 
 def prepare_frame(frame: np.ndarray) -> np.ndarray:
@@ -267,20 +302,28 @@ class VLTracker:
         box, score, sim = self._local(frame, self._box)
         p = self.params
         self._score = p.smoothing * score + (1.0 - p.smoothing) * self._score
+        if box is not None and p.size_update < 1.0:
+            box = self._damp_size(box, self._box, frame)
         if p.variant == "no_switch":
             if box is not None:
-                self._box = box
+                self._follow(frame, box, score)
             return self._result(self._box, self._score, sim, start)
         self._low = self._low + 1 if self._score < p.lost_threshold else 0
         if self._low >= p.lost_frames or box is None:
             self.state = TrackState.SEARCHING
             self._since_seen = 1
             return self._result(None, self._score, sim, start)
+        self._follow(frame, box, score)
+        return self._result(box, self._score, sim, start)
+
+    def _follow(self, frame: np.ndarray, box: Box, score: float) -> None:
+        """The target is at ``box`` now; the template is taken again there on a confident frame when the last
+        refresh is ``template_refresh_interval`` frames old."""
+        p = self.params
         self._box = box
         if (score >= p.template_refresh_threshold
                 and self._frame_index - self._last_refresh >= p.template_refresh_interval):
             self._set_template(frame, box)
-        return self._result(box, self._score, sim, start)
 
     def _searching(self, frame: np.ndarray, start: float) -> TrackResult:
         p = self.params
@@ -345,14 +388,37 @@ class VLTracker:
         cx, cy = box[0] + box[2] / 2, box[1] + box[3] / 2
         return (cx - w / 2, cy - h / 2, w, h)
 
+    def _damp_size(self, box: Box, previous: Box, frame: np.ndarray) -> Box:
+        """The new centre with a size between the previous and the new one (``size_update``)."""
+        lr = self.params.size_update
+        w = lr * box[2] + (1.0 - lr) * previous[2]
+        h = lr * box[3] + (1.0 - lr) * previous[3]
+        cx, cy = box[0] + box[2] / 2, box[1] + box[3] / 2
+        return clip_box((cx - w / 2, cy - h / 2, w, h), frame.shape[1], frame.shape[0]) or box
+
+    def _pick_peak(self, peaks: Peaks) -> int:
+        """The peak a tracking pass follows: the strongest, or with ``window_influence`` the best of heat and
+        nearness to the crop's centre (where the target was on the previous frame)."""
+        w = self.params.window_influence
+        if w <= 0.0 or len(peaks.scores) < 2:
+            return 0
+        half = self.cfg.search_size / 2.0
+        boxes = np.asarray(peaks.boxes, np.float64)
+        d = np.stack([boxes[:, 0] + boxes[:, 2] / 2 - half, boxes[:, 1] + boxes[:, 3] / 2 - half], axis=1) / half
+        window = np.prod(0.5 * (1.0 + np.cos(np.pi * np.clip(np.abs(d), 0.0, 1.0))), axis=1)
+        rank = (1.0 - w) * np.asarray(peaks.scores, np.float64) + w * window
+        rank = np.where(np.isfinite(rank), rank, -np.inf)
+        return int(np.argmax(rank))
+
     def _local(self, frame: np.ndarray, around: Box) -> tuple[Box | None, float, float]:
         """Tracking-mode pass on a search crop around ``around``."""
         search, transform = crop_around(frame, around, self.cfg.search_factor, self.cfg.search_size)
         peaks = self.engine.track(self.text, self._template, search)
-        box = self._to_frame(peaks, 0, transform, frame)
+        i = self._pick_peak(peaks)
+        box = self._to_frame(peaks, i, transform, frame)
         if box is not None:
             box = clip_box(self._limit_scale(box, around), frame.shape[1], frame.shape[0])
-        return box, self._combine(peaks, 0), float(peaks.similarity[0])
+        return box, self._combine(peaks, i), float(peaks.similarity[i])
 
     def _candidates(self, frame: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray,
                                                       np.ndarray | None]:

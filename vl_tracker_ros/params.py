@@ -75,6 +75,10 @@ _TRACKER_DOCS: dict[str, tuple[str, float | None, float | None]] = {
                                    "(>= 1.01 disables refresh)", 0.0, 2.0),
     "template_refresh_interval": ("minimum frames between two template refreshes", 1, 1_000_000),
     "max_scale_change": ("largest box size change accepted between two frames (factor >= 1)", 1.0, 100.0),
+    "window_influence": ("motion prior of a tracking pass: a peak ranks by (1 - w) * heat + w * a raised cosine "
+                         "centred where the target was (0 = the strongest peak wins)", 0.0, 1.0),
+    "size_update": ("weight of the new box size while tracking, the rest being the previous size "
+                    "(1 = the new size as it is); must be > 0", 0.0, 1.0),
 }
 
 
