@@ -124,3 +124,28 @@ def test_eval_set_overrides_the_tracker_parameters(dataset, tmp_path, capsys):
     assert "unknown tracker parameters" in capsys.readouterr().err
     assert main(["eval", "--tracker", "kcf", "--dataset", str(dataset), "--out", str(tmp_path / "y"),
                  "--set", "lost_threshold=0.1"]) == 2
+
+
+REAL_DEV = Path(__file__).resolve().parents[2] / "shared" / "data" / "real_dev"
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.mark.skipif(not REAL_DEV.is_dir(), reason="../shared/data/real_dev is not here")
+def test_sweep_on_a_named_split_from_the_true_box_with_a_params_file(tmp_path):
+    """sweep --split real-train --init bb --params: the split's sequences only (real-val never enters), each
+    started from its first box, the file's values under every grid point."""
+    out = tmp_path / "sweep"
+    assert main(["sweep", "--dataset", str(REAL_DEV), "--split", "real-train", "--init", "bb",
+                 "--max-sequences", "1", "--params", str(ROOT / "config/real_camera.yaml"),
+                 "--grid", "window_influence=0,0.8", "--set", "variant=no_switch", "--out", str(out)]) == 0
+    result = json.loads((out / "sweep.json").read_text())
+    assert result["split"] == "real-train" and result["init"] == "bb" and result["sequences"] == 1
+    assert result["base"]["size_update"] == 0.6 and result["base"]["variant"] == "no_switch"
+    assert [r["params"]["window_influence"] for r in result["rows"]] == [0, 0.8]
+    names = [p.name for p in (out / "config_000" / "results").glob("*.txt") if "_state" not in p.name]
+    assert names == ["dtb70_MountainBike6.txt"]  # real-train's first member
+    first = read_run(out / "config_000" / "results", "dtb70_MountainBike6").boxes[0]
+    gt = np.loadtxt(REAL_DEV / "dtb70_MountainBike6" / "groundtruth.txt", delimiter=",")[0]
+    assert np.allclose(first, gt, atol=1.0)  # started from the true box
+    assert main(["sweep", "--dataset", str(REAL_DEV), "--split", "real-nope", "--grid", "lost_threshold=0.3",
+                 "--out", str(tmp_path / "x")]) == 2

@@ -102,8 +102,7 @@ def _add_eval(sub: argparse._SubParsersAction) -> None:
     _add_grounder_args(p)
     p.add_argument("--threads", type=int, default=None,
                    help="CPU threads of the torch / onnxruntime engine (default: the backend's choice)")
-    p.add_argument("--set", nargs="*", default=[], metavar="NAME=V",
-                   help="tracker parameters instead of tracker.yaml's, e.g. lost_threshold=0.35 accept_threshold=0.5")
+    _add_params_args(p)
     p.set_defaults(run=_run_eval)
 
     s = sub.add_parser(
@@ -147,6 +146,30 @@ def _run_compare(args: argparse.Namespace) -> None:
               f" | {'n/a' if oov is None else f'{oov:.3f}'} |")
 
 
+def _add_params_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--params", type=Path, default=None, metavar="YAML",
+                   help="tracker parameters from a file: a ROS 2 params file (config/real_camera.yaml: tuned on "
+                   "real-train for real cameras) or a core tracker.yaml; --set wins over it")
+    p.add_argument("--set", nargs="*", default=[], metavar="NAME=V",
+                   help="tracker parameters instead of tracker.yaml's, e.g. lost_threshold=0.35 accept_threshold=0.5")
+
+
+def _tracker_overrides(args: argparse.Namespace) -> dict:
+    """--params then --set, checked against the packaged defaults (a bad name or value is a UserError)."""
+    from vl_tracker_core.eval.sweep import parse_grid
+    from vl_tracker_core.tracker import TrackerParams, load_default_params, load_params_file
+
+    overrides: dict = {}
+    try:
+        if args.params is not None:
+            overrides.update(load_params_file(args.params))
+        overrides.update({k: v[0] for k, v in parse_grid(args.set).items()})
+        TrackerParams.from_dict({**load_default_params(), **overrides})
+    except (ValueError, TypeError) as exc:
+        raise UserError(f"tracker parameters: {exc}") from None
+    return overrides
+
+
 def _run_eval(args: argparse.Namespace) -> None:
     from vl_tracker_core.eval.runner import evaluate, parse_shard
     from vl_tracker_core.trackers.registry import create_tracker
@@ -174,18 +197,10 @@ def _run_eval(args: argparse.Namespace) -> None:
 
     if (args.grounder or args.grounder_model) and args.tracker != "vl":
         raise UserError("--grounder is for the vl tracker")
-    if args.set:
-        from vl_tracker_core.eval.sweep import parse_grid
-        from vl_tracker_core.tracker import TrackerParams, load_default_params
-
+    if args.set or args.params:
         if args.tracker != "vl":
-            raise UserError("--set is for the vl tracker's parameters")
-        try:
-            overrides = {k: v[0] for k, v in parse_grid(args.set).items()}
-            TrackerParams.from_dict({**load_default_params(), **overrides})
-        except (ValueError, TypeError) as exc:
-            raise UserError(f"--set: {exc}") from None
-        options["params"] = overrides
+            raise UserError("--set and --params are for the vl tracker's parameters")
+        options["params"] = _tracker_overrides(args)
     try:
         create_tracker(args.tracker, args.variant, **options)  # fail fast on a bad variant, model or grounder
     except GrounderError as exc:
@@ -229,11 +244,17 @@ def _add_sweep(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", type=Path, required=True)
     p.add_argument("--grid", nargs="+", required=True, metavar="NAME=V1,V2",
                    help="parameter values, e.g. lost_threshold=0.3,0.4 accept_threshold=0.5,0.6")
-    p.add_argument("--set", nargs="*", default=[], metavar="NAME=V", help="fixed overrides for every run")
+    _add_params_args(p)
     p.add_argument("--max-sequences", type=int, default=None)
     p.add_argument("--objective", default="auc+lt_f", choices=("auc", "lt_f", "auc+lt_f"))
     p.add_argument("--backend", default="torch")
     p.add_argument("--model", type=Path, default=None, help="checkpoint or export folder (default: shipped)")
+    p.add_argument("--split", default=None, help="keep only this named split (real-train for real_dev)")
+    p.add_argument("--init", choices=("auto", "nl", "bb", "nl+bb"), default="auto",
+                   help="how each sequence starts, as in eval (bb: from the true box)")
+    p.add_argument("--descriptions", default=None,
+                   help="fill in descriptions where a sequence has none: 'project' or a JSON file")
+    p.add_argument("--threads", type=int, default=None, help="CPU threads of the engine")
     p.set_defaults(run=_run_sweep)
 
 
@@ -242,13 +263,22 @@ def _run_sweep(args: argparse.Namespace) -> None:
 
     try:
         grid = parse_grid(args.grid)
-        fixed = {k: v[0] for k, v in parse_grid(args.set).items()}
     except ValueError as exc:
         raise UserError(str(exc)) from None
+    fixed = _tracker_overrides(args)
     if not args.dataset.exists():
         raise UserError(f"dataset folder {args.dataset} does not exist")
-    result = run_sweep(args.dataset, args.out, grid, fixed, args.max_sequences, args.objective, args.backend,
-                       str(args.model) if args.model else None)
+    from vl_tracker_core.data.splits import SplitError, load_descriptions, split_members
+
+    try:
+        if args.split is not None:
+            split_members(args.split)
+        descriptions = load_descriptions(args.descriptions) if args.descriptions is not None else None
+        result = run_sweep(args.dataset, args.out, grid, fixed, args.max_sequences, args.objective, args.backend,
+                           str(args.model) if args.model else None, init=args.init, split=args.split,
+                           descriptions=descriptions, threads=args.threads)
+    except SplitError as exc:
+        raise UserError(str(exc)) from None
     print(f"best: {result['best']}")
     print(f"table: {args.out / 'sweep.md'}")
 
@@ -296,7 +326,9 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
         "periodically on held-out synthetic scenes, and writes a checkpoint folder (model.safetensors, config.json, "
         "model_card.json, MODEL_CARD.md). Re-running with the same --out resumes from the last saved step.",
     )
-    p.add_argument("--config", default="tiny", help="preset (tiny, base) or a config.json path")
+    p.add_argument("--config", default=None,
+                   help="preset (tiny, base) or a config.json path (default: tiny, or the --init-weights "
+                   "checkpoint's own)")
     p.add_argument("--out", type=Path, required=True)
     p.add_argument("--data", nargs="+", default=["synthetic"],
                    help="'synthetic' and/or dataset folders (LaSOT/TNL2K/OTB with descriptions), each optionally "
@@ -326,6 +358,9 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--threads", type=int, default=0, help="torch CPU threads (default: torch's choice)")
     p.add_argument("--text-encoder", default=None, help="transformers model directory (default: the shipped MiniLM)")
     p.add_argument("--no-resume", action="store_true", help="start from scratch even if OUT has a saved state")
+    p.add_argument("--init-weights", type=Path, default=None, metavar="CHECKPOINT",
+                   help="fine-tune: start from this checkpoint folder's weights (e.g. the shipped "
+                   "vl_tracker_core/weights/tiny); --config must be its config")
     p.set_defaults(run=_run_train)
 
 
@@ -342,10 +377,18 @@ def _run_train(args: argparse.Namespace) -> None:
     from vl_tracker_core.models.config import ConfigError, ModelConfig, preset
     from vl_tracker_core.train.trainer import TrainOptions, train
 
+    source_config = None
+    if args.init_weights is not None:
+        try:
+            source_config = ModelConfig.load(args.init_weights / "config.json")
+        except (ConfigError, OSError) as exc:
+            raise UserError(f"--init-weights {args.init_weights}: not a checkpoint folder ({exc})") from None
+    if args.config is None:
+        args.config = str(args.init_weights / "config.json") if args.init_weights is not None else "tiny"
     try:
         config = ModelConfig.load(Path(args.config)) if args.config.endswith(".json") else preset(args.config)
-    except ConfigError as exc:
-        raise UserError(str(exc)) from None
+    except (ConfigError, OSError) as exc:
+        raise UserError(f"--config {args.config}: {exc}") from None
     if args.text_encoder:
         from vl_tracker_core.models.text import TextEncoder
 
@@ -375,6 +418,10 @@ def _run_train(args: argparse.Namespace) -> None:
             load_descriptions(args.data_descriptions)
     except SplitError as exc:
         raise UserError(str(exc)) from None
+    if source_config is not None:
+        if source_config != config:
+            raise UserError(f"--init-weights {args.init_weights}: its config differs from --config {args.config} "
+                            "(leave --config out to use the checkpoint's)")
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     options = TrainOptions(out=args.out, config=config, steps=args.steps, track_batch=args.batch,
                            frame_batch=args.frame_batch, sets_per_frame=args.sets_per_frame,
@@ -382,9 +429,14 @@ def _run_train(args: argparse.Namespace) -> None:
                            seed=args.seed, data=tuple(args.data), data_split=args.data_split,
                            data_descriptions=args.data_descriptions,
                            val_every=args.val_every, device=device, threads=args.threads,
-                           resume=not args.no_resume,
+                           resume=not args.no_resume, init_weights=args.init_weights,
                            command="vl-tracker " + " ".join(shlex.quote(a) for a in sys.argv[1:]))
-    card = train(options)
+    from vl_tracker_core.models.checkpoint import CheckpointError
+
+    try:
+        card = train(options)
+    except CheckpointError as exc:  # --init-weights: corrupt or of another architecture
+        raise UserError(str(exc)) from None
     print(json.dumps(card.get("validation", {}), indent=2))
 
 
@@ -404,6 +456,7 @@ def _add_track(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--backend", default="torch")
     p.add_argument("--model", type=Path, default=None, help="checkpoint or export folder (default: shipped tiny)")
     _add_grounder_args(p)
+    _add_params_args(p)
     p.set_defaults(run=_run_track)
 
 
@@ -425,6 +478,8 @@ def _run_track(args: argparse.Namespace) -> None:
     options = {"backend": args.backend, **({"model": args.model} if args.model else {}),
                **({"grounder": args.grounder} if args.grounder else {}),
                **({"grounder_model": args.grounder_model} if args.grounder_model else {})}
+    if args.params or args.set:
+        options["params"] = _tracker_overrides(args)
     try:
         tracker = create_tracker("vl", args.variant, **options)
     except GrounderError as exc:

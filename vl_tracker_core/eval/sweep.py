@@ -37,14 +37,23 @@ def parse_grid(items: list[str]) -> dict[str, list[float | int | str]]:
 
 def run_sweep(dataset: Path, out_dir: Path, grid: dict[str, list], base: dict | None = None,
               max_sequences: int | None = None, objective: str = "auc+lt_f", backend: str = "torch",
-              model: str | None = None) -> dict:
+              model: str | None = None, *, init: str = "auto", split: str | None = None,
+              descriptions: dict[str, str] | None = None, threads: int | None = None) -> dict:
+    """Every combination of ``grid`` over ``base`` (the packaged defaults, then ``base``). ``split`` keeps
+    only a named split's sequences before ``max_sequences`` is applied; ``init`` and ``descriptions`` are
+    those of ``vl-tracker eval``."""
     from vl_tracker_core.tracker import TrackerParams, load_default_params
     from vl_tracker_core.trackers.registry import create_tracker
 
     if objective not in OBJECTIVES:
         raise ValueError(f"objective {objective!r} unknown; choose from {list(OBJECTIVES)}")
     sequences, errors = load_dataset(Path(dataset))
+    if split is not None or descriptions:
+        from vl_tracker_core.data.splits import apply_split
+
+        sequences, _ = apply_split(sequences, split, descriptions)
     sequences = select_shard(sequences, None)[: max_sequences or None]
+    options = {"threads": threads} if threads is not None else {}
     base = {**load_default_params(), **(base or {})}
     keys = list(grid)
     rows = []
@@ -55,8 +64,8 @@ def run_sweep(dataset: Path, out_dir: Path, grid: dict[str, list], base: dict | 
         except ValueError as exc:  # e.g. accept <= lost: not a valid combination
             rows.append({"params": dict(zip(keys, values)), "skipped": str(exc)})
             continue
-        report = evaluate(lambda p=params: create_tracker("vl", backend=backend, model=model, params=p), sequences,
-                          out_dir / f"config_{i:03d}", title=f"config {i}", progress=False)
+        report = evaluate(lambda p=params: create_tracker("vl", backend=backend, model=model, params=p, **options),
+                          sequences, out_dir / f"config_{i:03d}", title=f"config {i}", init=init, progress=False)
         row = {"params": dict(zip(keys, values)),
                **{k: report[k] for k in ("auc", "precision", "lt_f", "reacquisition_rate", "false_box_rate", "fps")}}
         row["objective"] = OBJECTIVES[objective](report)
@@ -64,10 +73,12 @@ def run_sweep(dataset: Path, out_dir: Path, grid: dict[str, list], base: dict | 
         print(json.dumps(row))
     scored = [r for r in rows if "objective" in r]
     best = max(scored, key=lambda r: r["objective"]) if scored else None
-    result = {"dataset": str(dataset), "sequences": len(sequences), "objective": objective, "base": base,
+    result = {"dataset": str(dataset), "split": split, "init": init, "sequences": len(sequences),
+              "objective": objective, "base": base,
               "rows": rows, "best": best, "errors": errors}
     write_text_atomic(out_dir / "sweep.json", json.dumps(result, indent=2) + "\n")
-    lines = [f"# Sweep on {dataset} ({len(sequences)} sequences), objective {objective}", "",
+    where = f"{dataset}" + (f", split {split}" if split else "")
+    lines = [f"# Sweep on {where} ({len(sequences)} sequences, start {init}), objective {objective}", "",
              "| " + " | ".join(keys) + " | AUC | P@20 | LT-F | re-acq | false-box | objective |",
              "|" + "---|" * (len(keys) + 6)]
     for r in scored:
