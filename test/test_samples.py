@@ -139,3 +139,17 @@ def test_real_train_sequences_give_tracking_and_frame_samples():
     frames = [S.frame_sample(make(i), rng, cfg, sets=4) for i in range(10)]
     frames = [f for f in frames if f is not None]
     assert frames and all(not f.complete for f in frames)  # only the target is annotated in real video
+
+
+def test_photometric_changes_light_not_geometry():
+    rng = np.random.default_rng(1)
+    patch = np.zeros((32, 32, 3), np.uint8)
+    patch[8:24, 8:24] = (200, 60, 30)
+    outs = [S.photometric(patch, rng, blur=1.0) for _ in range(8)]
+    assert all(o.shape == patch.shape and o.dtype == np.uint8 for o in outs)
+    assert len({o.tobytes() for o in outs}) == 8  # a different look each time
+    for o in outs:
+        # The object stays where it was: the inside is still redder than the outside.
+        assert o[12:20, 12:20, 0].mean() > o[:4, :4, 0].mean() + 50
+    assert np.array_equal(S.photometric(patch, np.random.default_rng(5)),
+                          S.photometric(patch, np.random.default_rng(5)))  # a function of the generator

@@ -256,7 +256,26 @@ def tracking_sample(source: FrameSource, rng: np.random.Generator, cfg: ModelCon
     search, transform = crop_square(frame, centre, max(8.0, side), cfg.search_size)
     target = _box_in_input(box1, transform, cfg.search_size)
     distractors = _centres_in_input(source.other_boxes(t1), transform, cfg.search_size)
+    if isinstance(source, SequenceSource):
+        # A real sequence has few frames: the same target under other light and focus is a new sample.
+        template, search = photometric(template, rng), photometric(search, rng, blur=0.25)
     return Sample("track", search, template, source.description, target, distractors)
+
+
+def photometric(patch: np.ndarray, rng: np.random.Generator, blur: float = 0.0) -> np.ndarray:
+    """``patch`` with its brightness, contrast and saturation changed (each within +-25 %), and with
+    probability ``blur`` a light blur (defocus, motion). Geometry is untouched: boxes stay valid."""
+    import cv2
+
+    out = patch.astype(np.float32)
+    grey = out.mean(axis=2, keepdims=True)
+    out = grey + (out - grey) * float(rng.uniform(0.75, 1.25))  # saturation
+    mean = float(out.mean())
+    out = (out - mean) * float(rng.uniform(0.75, 1.25)) + mean * float(rng.uniform(0.75, 1.25))
+    if blur > 0.0 and rng.random() < blur:
+        k = int(rng.choice([3, 5]))
+        out = cv2.blur(out, (k, 1) if rng.random() < 0.5 else (k, k))
+    return np.clip(out, 0, 255).astype(np.uint8)
 
 
 @dataclass

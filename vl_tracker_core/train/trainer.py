@@ -71,6 +71,9 @@ class TrainOptions:
     device: str = "cpu"
     threads: int = 0  # 0: torch's default
     resume: bool = True
+    #: start from this checkpoint folder's weights (a fine-tune; its config must be ``config``) instead of the
+    #: ImageNet trunk and random heads; a resumed run ignores it (the saved state already holds them)
+    init_weights: Path | None = None
     #: stop (and save) after this many minutes of training, whatever ``steps`` says (0: no limit)
     time_limit_min: float = 0.0
     progress: bool = True
@@ -358,6 +361,18 @@ def _distributed(o: TrainOptions) -> tuple[int, int]:
     return world, dist.get_rank()
 
 
+def load_init_weights(net: JointVLNet, folder: Path) -> None:
+    """The weights of checkpoint ``folder`` into ``net`` (checked: its sha256, and its config must equal the
+    run's: a fine-tune changes the data and the schedule, not the architecture)."""
+    from vl_tracker_core.models.checkpoint import CheckpointError, load_checkpoint
+
+    source, _ = load_checkpoint(folder)
+    if source.config != net.config:
+        raise CheckpointError(f"--init-weights {folder}: its config ({source.config.name}) differs from the run's "
+                              f"({net.config.name}); pass --config {folder / 'config.json'}")
+    net.load_state_dict(source.state_dict(), strict=True)
+
+
 def train(o: TrainOptions) -> dict:
     world, rank = _distributed(o)
     torch.manual_seed(o.seed)
@@ -374,7 +389,9 @@ def train(o: TrainOptions) -> dict:
     net = JointVLNet(o.config)
     state_path = o.out / "train_state.safetensors"
     resuming = o.resume and state_path.is_file()
-    if o.config.trunk_pretrained and not resuming:
+    if o.init_weights is not None and not resuming:
+        load_init_weights(net, Path(o.init_weights))
+    elif o.config.trunk_pretrained and not resuming:
         from vl_tracker_core.models.trunk import load_imagenet_weights
 
         load_imagenet_weights(net.trunk)
@@ -464,6 +481,7 @@ def train(o: TrainOptions) -> dict:
         "summary": f"{trunk}, {frozen}; tracking head, class-agnostic proposals and candidate-set matcher trained by "
                    f"`vl-tracker train`; text encoder frozen ({c.text_encoder})",
         "command": o.command,
+        "init_weights": str(o.init_weights) if o.init_weights is not None else None,
         "data": ", ".join(("synthetic world (seen paraphrases), scenes seeded by (seed, index)"
                            if name == "synthetic" else name) + f" (weight {weight})"
                           for name, weight in map(parse_data_spec, o.data))
