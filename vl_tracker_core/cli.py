@@ -170,6 +170,18 @@ def _tracker_overrides(args: argparse.Namespace) -> dict:
     return overrides
 
 
+def _check_split_and_descriptions(split: str | None, descriptions: str | None) -> dict[str, str] | None:
+    """Fail fast on an unknown split name or an unreadable descriptions file; the descriptions loaded."""
+    from vl_tracker_core.data.splits import SplitError, load_descriptions, split_members
+
+    try:
+        if split is not None:
+            split_members(split)
+        return load_descriptions(descriptions) if descriptions is not None else None
+    except SplitError as exc:
+        raise UserError(str(exc)) from None
+
+
 def _run_eval(args: argparse.Namespace) -> None:
     from vl_tracker_core.eval.runner import evaluate, parse_shard
     from vl_tracker_core.trackers.registry import create_tracker
@@ -183,16 +195,9 @@ def _run_eval(args: argparse.Namespace) -> None:
     options = {k: v for k, v in (("backend", args.backend), ("model", args.model), ("threads", args.threads),
                                  ("grounder", args.grounder), ("grounder_model", args.grounder_model))
                if v is not None}
-    from vl_tracker_core.data.splits import SplitError, load_descriptions, split_members
+    from vl_tracker_core.data.splits import SplitError
 
-    descriptions = None
-    try:
-        if args.split is not None:
-            split_members(args.split)
-        if args.descriptions is not None:
-            descriptions = load_descriptions(args.descriptions)
-    except SplitError as exc:
-        raise UserError(str(exc)) from None
+    descriptions = _check_split_and_descriptions(args.split, args.descriptions)
     from vl_tracker_core.grounders import GrounderError
 
     if (args.grounder or args.grounder_model) and args.tracker != "vl":
@@ -268,12 +273,10 @@ def _run_sweep(args: argparse.Namespace) -> None:
     fixed = _tracker_overrides(args)
     if not args.dataset.exists():
         raise UserError(f"dataset folder {args.dataset} does not exist")
-    from vl_tracker_core.data.splits import SplitError, load_descriptions, split_members
+    from vl_tracker_core.data.splits import SplitError
 
-    try:
-        if args.split is not None:
-            split_members(args.split)
-        descriptions = load_descriptions(args.descriptions) if args.descriptions is not None else None
+    descriptions = _check_split_and_descriptions(args.split, args.descriptions)
+    try:  # a split member the dataset folder lacks
         result = run_sweep(args.dataset, args.out, grid, fixed, args.max_sequences, args.objective, args.backend,
                            str(args.model) if args.model else None, init=args.init, split=args.split,
                            descriptions=descriptions, threads=args.threads)
@@ -401,7 +404,6 @@ def _run_train(args: argparse.Namespace) -> None:
     for name in ("batch", "frame_batch", "sets_per_frame", "accumulate", "steps"):
         if getattr(args, name) < 1:
             raise UserError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(args, name)}")
-    from vl_tracker_core.data.splits import SplitError, load_descriptions, split_members
     from vl_tracker_core.train.trainer import parse_data_spec
 
     for d in args.data:
@@ -411,17 +413,10 @@ def _run_train(args: argparse.Namespace) -> None:
             raise UserError(str(exc)) from None
         if name != "synthetic" and not Path(name).is_dir():
             raise UserError(f"--data {d}: not 'synthetic' and not a folder")
-    try:
-        if args.data_split:
-            split_members(args.data_split)
-        if args.data_descriptions:
-            load_descriptions(args.data_descriptions)
-    except SplitError as exc:
-        raise UserError(str(exc)) from None
-    if source_config is not None:
-        if source_config != config:
-            raise UserError(f"--init-weights {args.init_weights}: its config differs from --config {args.config} "
-                            "(leave --config out to use the checkpoint's)")
+    _check_split_and_descriptions(args.data_split or None, args.data_descriptions or None)
+    if source_config is not None and source_config != config:
+        raise UserError(f"--init-weights {args.init_weights}: its config differs from --config {args.config} "
+                        "(leave --config out to use the checkpoint's)")
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     options = TrainOptions(out=args.out, config=config, steps=args.steps, track_batch=args.batch,
                            frame_batch=args.frame_batch, sets_per_frame=args.sets_per_frame,
