@@ -1,17 +1,18 @@
 """Small deterministic engines implementing the Engine protocol, shared by the tests.
 
-``BlobEngine`` "sees" bright square blobs in the patch it is given, with a
-confidence equal to the blob's brightness. That makes each tracker transition
-controllable (a dim blob scores between T_lost and T_accept) while the real
-cropping, letterboxing and box mapping of the tracker are exercised, without
-the network.
+``BlobEngine`` "sees" bright square blobs: its proposals box the brightest blob
+of the letterboxed frame, its matcher scores a candidate crop by the brightness
+of the blob in it (so the verifier's answer is controllable: a dim blob scores
+between T_lost and T_accept), and its "trunk" is the frame itself, average-pooled
+to stride 8 and 16 (colour and brightness per cell), on which the tracker's real
+online model, cropping and box mapping run, without the network.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-from vl_tracker_core.engines.base import Matches, Peaks, Proposals, TextFeatures
+from vl_tracker_core.engines.base import Matches, Proposals, TextFeatures
 from vl_tracker_core.models.config import preset
 
 
@@ -23,36 +24,37 @@ class BlobEngine:
     def __init__(self) -> None:
         self.config = preset("tiny")
         self.text_calls = 0
-        self.template_calls = 0
+        self.feature_calls = 0
 
     def encode_text(self, description: str) -> TextFeatures:
         self.text_calls += 1
         return TextFeatures(description, np.zeros((1, 4, 8), np.float32), np.ones((1, 4), np.float32))
 
-    def encode_template(self, text, template):
-        self.template_calls += 1
-        return np.zeros((1, 16, 8), np.float32)
+    def features(self, patches: np.ndarray):
+        """(N, S, S, 3) -> the patches average-pooled to stride 8 and 16 (black = no signal at all)."""
+        self.feature_calls += 1
+        x = patches.astype(np.float32) / 255.0
+        n, h, w, c = x.shape
 
-    def _peaks(self, image: np.ndarray) -> Peaks:
+        def pool(stride: int) -> np.ndarray:
+            return x.reshape(n, h // stride, stride, w // stride, stride, c).mean(axis=(2, 4)).transpose(0, 3, 1, 2)
+
+        return np.ascontiguousarray(pool(8)), np.ascontiguousarray(pool(16))
+
+    def _blob(self, image: np.ndarray) -> tuple[np.ndarray, float]:
         gray = image.max(axis=2)
         ys, xs = np.nonzero(gray > 60)
         if len(xs) == 0:
-            box = np.array([[image.shape[1] / 2 - 4, image.shape[0] / 2 - 4, 8, 8]], float)
-            conf = np.array([0.02])
-        else:
-            box = np.array([[xs.min(), ys.min(), xs.max() - xs.min() + 1, ys.max() - ys.min() + 1]], float)
-            conf = np.array([gray[ys, xs].mean() / 255.0])
-        return Peaks(box, conf, conf, conf, np.zeros((4, 4), np.float32))
-
-    def track(self, text, template_tokens, search):
-        return self._peaks(search)
+            return np.array([image.shape[1] / 2 - 4, image.shape[0] / 2 - 4, 8, 8], float), 0.02
+        box = np.array([xs.min(), ys.min(), xs.max() - xs.min() + 1, ys.max() - ys.min() + 1], float)
+        return box, float(gray[ys, xs].mean() / 255.0)
 
     def propose(self, image):
         """The blob first, then K - 1 empty boxes along the top edge."""
-        peaks = self._peaks(image)
+        blob, level = self._blob(image)
         k = self.config.candidates
-        boxes = [peaks.boxes[0]] + [np.array([4.0 + 12 * i, 4.0, 8.0, 8.0]) for i in range(k - 1)]
-        scores = [float(peaks.scores[0])] + [0.0] * (k - 1)
+        boxes = [blob] + [np.array([4.0 + 12 * i, 4.0, 8.0, 8.0]) for i in range(k - 1)]
+        scores = [level] + [0.0] * (k - 1)
         return Proposals(np.array(boxes, float), np.array(scores, float))
 
     def match(self, text, crops, geometry, cand_mask, template_crop):

@@ -89,12 +89,12 @@ def test_a_damaged_checkpoint_is_refused_naming_the_file(checkpoint, tmp_path, d
     assert named in message, message
 
 
-def _export_graph(folder: Path, name: str = "track") -> Path:
+def _export_graph(folder: Path, name: str = "trunk_crop") -> Path:
     return folder / json.loads((folder / MANIFEST).read_text())["graphs"][name]["file"]
 
 
 EXPORT_CASES = [
-    ("graph missing", lambda f: _export_graph(f).unlink(), "is missing", "track.onnx"),
+    ("graph missing", lambda f: _export_graph(f).unlink(), "is missing", "trunk_crop.onnx"),
     ("graph truncated", lambda f: _truncate(_export_graph(f, "match")), "does not match the sha256", "match.onnx"),
     ("graph bit-flipped", lambda f: _flip(_export_graph(f, "propose")), "does not match the sha256",
      "propose.onnx"),

@@ -5,12 +5,11 @@ checkpoint (parity does not need a trained model). It is exported once per
 session (module fixture).
 
 Measured parity per call (shipped tiny weights and random init, 2-core x86 CPU,
-onnxruntime 1.31 vs torch 2.13 eager, 4 sequences): boxes within 4e-5 px,
-scores / confidence / similarity within 1.3e-6, heat-map logits within 4e-6,
-template tokens within 2e-6, text features within 6e-5 (values up to ~6). The
-per-call tolerances below leave one to two orders of magnitude of head-room for
-other CPUs' kernels. Along a tracked 60-frame sequence (each step from the same
-state, see the sequence test) states, boxes and the AUC agree.
+onnxruntime 1.31 vs torch 2.13 eager, 4 sequences): proposal boxes within 4e-5 px,
+scores within 1.3e-6, text features within 6e-5 (values up to ~6), trunk features
+of the online tracker within 1e-4 (values up to ~10). The per-call tolerances below
+leave head-room for other CPUs' kernels. Along a tracked 60-frame sequence (each
+step from the same state, see the sequence test) states, boxes and the AUC agree.
 
 TensorRT cannot run here (no GPU, no tensorrt package). Tested without it: the
 cache key, stale / corrupt / foreign cache detection and rebuild, the engine
@@ -37,7 +36,6 @@ from vl_tracker_core.data.synthetic import SceneConfig, SyntheticScene
 from vl_tracker_core.engines import artifacts, create_engine, resolve
 from vl_tracker_core.engines import tensorrt_engine as trt_mod
 from vl_tracker_core.engines.artifacts import ExportError, load_manifest
-from vl_tracker_core.engines.base import Peaks
 from vl_tracker_core.models.checkpoint import WEIGHTS, sha256_file
 from vl_tracker_core.trackers.base import TrackState
 
@@ -47,7 +45,7 @@ BOX_ATOL_PX = 0.01
 PROB_ATOL = 1e-4  # scores, confidence, similarity (all in [0, 1])
 HEAT_ATOL = 1e-3  # logits
 TEXT_ATOL = 5e-4
-TEMPLATE_ATOL = 1e-4
+FEATURE_ATOL = 2e-3  # trunk maps (values up to ~10)
 AUC_TOLERANCE = 0.005
 FRAMES = 60
 SCENE = SceneConfig(width=320, height=240)
@@ -69,15 +67,17 @@ def test_manifest_describes_static_graphs_and_hashes(export_dir, checkpoint):
     cfg = m["config"]
     L, H = cfg["max_text_tokens"], cfg["text_dim"]
     assert m["weights_sha256"] == sha256_file(checkpoint / WEIGHTS)
-    assert set(m["graphs"]) == {"text", "template", "track", "propose", "match"}
+    assert set(m["graphs"]) == {"text", "propose", "match", "trunk_crop", "trunk_scales", "trunk_window"}
     text = m["graphs"]["text"]
     assert text["inputs"] == [{"name": "input_ids", "shape": [1, L], "dtype": "int64"},
                               {"name": "attention_mask", "shape": [1, L], "dtype": "int64"}]
     assert text["outputs"] == [{"name": "last_hidden_state", "shape": [1, L, H], "dtype": "float32"}]
-    track = m["graphs"]["track"]
-    assert [i["name"] for i in track["inputs"]] == ["text_tokens", "text_mask", "template_tokens", "search"]
-    assert [o["name"] for o in track["outputs"]] == ["boxes", "scores", "confidence", "similarity", "heat"]
-    assert track["outputs"][0]["shape"] == [1, cfg["top_k"], 4]
+    s, n, r = cfg["online_crop_size"], cfg["online_scales"], cfg["redetect_size"]
+    for graph, batch, size in (("trunk_crop", 1, s), ("trunk_scales", n, s), ("trunk_window", 1, r)):
+        trunk = m["graphs"][graph]
+        assert trunk["inputs"] == [{"name": "patches", "shape": [batch, 3, size, size], "dtype": "float32"}]
+        assert [o["name"] for o in trunk["outputs"]] == ["f8", "f16"]
+        assert [o["shape"][2:] for o in trunk["outputs"]] == [[size // 8] * 2, [size // 16] * 2]
     assert m["graphs"]["propose"]["inputs"][0]["shape"] == [1, 3, cfg["ground_size"], cfg["ground_size"]]
     k, c = cfg["candidates"], cfg["candidate_size"]
     match = m["graphs"]["match"]
@@ -125,37 +125,21 @@ def test_load_manifest_names_the_fix_for_missing_or_corrupt_exports(export_dir, 
     broken.mkdir()
     for item in export_dir.iterdir():
         target = broken / item.name
-        if item.suffix == ".onnx" and item.name != "track.onnx":
+        if item.suffix == ".onnx" and item.name != "trunk_crop.onnx":
             target.symlink_to(item)
-        elif item.name == "track.onnx":
+        elif item.name == "trunk_crop.onnx":
             target.write_bytes(item.read_bytes()[:-10])  # truncated
         elif item.is_dir():
             target.symlink_to(item, target_is_directory=True)
         else:
             target.write_bytes(item.read_bytes())
-    with pytest.raises(ExportError, match="track.onnx does not match the sha256"):
+    with pytest.raises(ExportError, match="trunk_crop.onnx does not match the sha256"):
         load_manifest(broken, verify_files=True)
-    with pytest.raises(ExportError, match="track.onnx does not match the sha256"):
+    with pytest.raises(ExportError, match="trunk_crop.onnx does not match the sha256"):
         create_engine("onnxruntime", broken)
 
 
 # ---------------------------------------------------------------------------------------------- parity
-def _assert_peaks_close(ref: Peaks, got: Peaks, what: str) -> None:
-    np.testing.assert_allclose(got.scores, ref.scores, atol=PROB_ATOL, err_msg=f"{what} scores")
-    np.testing.assert_allclose(got.heat, ref.heat, atol=HEAT_ATOL, err_msg=f"{what} heat")
-    # A peak is compared only where its score is clearly apart from its neighbours' (a tie may swap the order).
-    gaps = np.abs(np.diff(ref.scores)) > 10 * PROB_ATOL
-    apart = np.ones(len(ref.scores), bool)
-    apart[:-1] &= gaps
-    apart[1:] &= gaps
-    assert apart[0] or not gaps[0], f"{what}: top peak tied"
-    np.testing.assert_allclose(got.boxes[apart], ref.boxes[apart], atol=BOX_ATOL_PX, err_msg=f"{what} boxes")
-    np.testing.assert_allclose(got.confidence[apart], ref.confidence[apart], atol=PROB_ATOL,
-                               err_msg=f"{what} confidence")
-    np.testing.assert_allclose(got.similarity[apart], ref.similarity[apart], atol=PROB_ATOL,
-                               err_msg=f"{what} similarity")
-
-
 def test_onnxruntime_matches_torch_on_generated_frames(torch_engine, ort_engine):
     cfg = torch_engine.config
     scene = SyntheticScene(11, FRAMES, SCENE)
@@ -164,16 +148,18 @@ def test_onnxruntime_matches_torch_on_generated_frames(torch_engine, ort_engine)
     np.testing.assert_allclose(text_o.tokens, text_t.tokens, atol=TEXT_ATOL)
     first = scene.render(0)
     box0 = scene.target_box(0)
-    template, _ = crop_around(first, box0, cfg.template_factor, cfg.template_size)
-    tokens = torch_engine.encode_template(text_t, template)
-    np.testing.assert_allclose(ort_engine.encode_template(text_t, template), tokens, atol=TEMPLATE_ATOL)
     template_match, _ = crop_around(first, box0, cfg.candidate_factor, cfg.candidate_size)
+    s, n, r = cfg.online_crop_size, cfg.online_scales, cfg.redetect_size
     for t in range(0, FRAMES, 12):
         frame = scene.render(t)
         box = scene.target_box(t) or box0
-        search, _ = crop_around(frame, box, cfg.search_factor, cfg.search_size)
-        _assert_peaks_close(torch_engine.track(text_t, tokens, search), ort_engine.track(text_t, tokens, search),
-                            f"track frame {t}")
+        crops = np.stack([crop_around(frame, box, 4.0 * 1.04 ** k, s)[0] for k in range(n)])
+        window, _ = crop_around(frame, box, 6.0, r)
+        for patches in (crops[:1], crops, window[None]):
+            for ref, got, tap in zip(torch_engine.features(patches), ort_engine.features(patches), ("f8", "f16"),
+                                     strict=True):
+                assert ref.shape == got.shape
+                np.testing.assert_allclose(got, ref, atol=FEATURE_ATOL, err_msg=f"{tap} {patches.shape} frame {t}")
         image, _ = letterbox(frame, cfg.ground_size)
         ref, got = torch_engine.propose(image), ort_engine.propose(image)
         np.testing.assert_allclose(got.scores, ref.scores, atol=PROB_ATOL, err_msg=f"proposal scores {t}")
@@ -198,9 +184,9 @@ def test_onnxruntime_matches_torch_on_generated_frames(torch_engine, ort_engine)
 
 def test_a_tracked_sequence_gives_the_same_result_step_by_step(torch_engine, ort_engine):
     """Both backends along one real trajectory: at every frame the onnxruntime tracker starts from the torch
-    tracker's state (box, templates, smoothed score, counters) and takes the same step. Their boxes, states
-    and the sequence's AUC must agree. Started from the description alone, so grounding, tracking and
-    (where the target is lost) the re-search with its verification passes all run.
+    tracker's state (box, online model, template crop, smoothed score, counters) and takes the same step.
+    Their boxes, states and the sequence's AUC must agree. Started from the description alone, so grounding,
+    tracking and (where the target is lost) the re-search with its verification passes all run.
 
     Why not two trackers each left to run on their own: measured on this sequence, per-call outputs agree to
     1e-6, yet on frame 7 the tracking pass sees two heat peaks 0.06 apart, and a 0.01-px difference in where
@@ -223,6 +209,9 @@ def test_a_tracked_sequence_gives_the_same_result_step_by_step(torch_engine, ort
             lead.set_target(scene.description)
         follow = copy.copy(lead)
         follow.engine = ort_engine
+        features, lead.online.features = lead.online.features, None
+        follow.online = copy.deepcopy(lead.online)  # the learned filters, their history, the box
+        lead.online.features, follow.online.features = features, ort_engine.features
         r_o = follow.step(frame)
         r_t = lead.step(frame)
         for boxes, states, r in ((boxes_t, states_t, r_t), (boxes_o, states_o, r_o)):
@@ -320,7 +309,7 @@ def test_onnxruntime_device_is_checked_before_loading(tmp_path):
 
 
 # ---------------------------------------------------------------------------------------------- TensorRT (no GPU)
-def _fields(manifest, graph="track", version="10.3.0", gpu="NVIDIA Jetson Orin", precision="fp16"):
+def _fields(manifest, graph="trunk_crop", version="10.3.0", gpu="NVIDIA Jetson Orin", precision="fp16"):
     return trt_mod.cache_fields(manifest, graph, version, gpu, precision)
 
 
@@ -362,7 +351,7 @@ def test_cache_key_changes_with_every_field(manifest):
     # The text encoder is always built in fp32, whatever the requested precision.
     assert _fields(manifest, graph="text", precision="fp16")["precision"] == "fp32"
     entry = trt_mod.CacheEntry.for_fields(Path("/c"), base)
-    assert entry.engine.name == f"track-fp16-{key[:16]}.engine" and entry.meta.suffix == ".json"
+    assert entry.engine.name == f"trunk_crop-fp16-{key[:16]}.engine" and entry.meta.suffix == ".json"
     with pytest.raises(ValueError, match="precision 'int8'"):
         _fields(manifest, precision="int8")
 
@@ -390,7 +379,7 @@ def test_engine_cache_builds_once_then_reuses(manifest, tmp_path, caplog):
     assert trt_mod.cached_engine_problem(entry, fields) == "not built yet"
     with caplog.at_level(logging.WARNING, logger="vl_tracker_core"):
         assert trt_mod.obtain_engine(entry, fields, fake.build, fake.deserialize) == "ENGINE-1"
-    assert "building the TensorRT fp16 engine for the track graph" in caplog.text
+    assert "building the TensorRT fp16 engine for the trunk_crop graph" in caplog.text
     assert "build-engine" in caplog.text and "built the TensorRT fp16 engine" in caplog.text
     assert json.loads(entry.meta.read_text())["fields"] == fields
     caplog.clear()
@@ -453,16 +442,16 @@ def test_unwritable_cache_still_gives_an_engine_and_a_fresh_build_that_fails_to_
         assert trt_mod.obtain_engine(entry, fields, fake.build, fake.deserialize) == "ENGINE-1"
     assert "cannot write the engine cache" in caplog.text
     fake.refuse = True
-    with pytest.raises(RuntimeError, match="cannot load the track engine it has just built"):
+    with pytest.raises(RuntimeError, match="cannot load the trunk_crop engine it has just built"):
         trt_mod.obtain_engine(trt_mod.CacheEntry.for_fields(tmp_path, fields), fields, fake.build, fake.deserialize)
 
 
 def test_engine_io_must_match_the_manifest(manifest):
-    spec = manifest["graphs"]["track"]
+    spec = manifest["graphs"]["trunk_crop"]
     io = {s["name"]: (True, tuple(s["shape"]), np.float32) for s in spec["inputs"]}
     io.update({s["name"]: (False, tuple(s["shape"]), np.float32) for s in spec["outputs"]})
     assert trt_mod.io_mismatch(io, spec) is None
-    io["search"] = (True, (1, 3, 64, 64), np.float32)
+    io["patches"] = (True, (1, 3, 64, 64), np.float32)
     assert "differs from the export" in trt_mod.io_mismatch(io, spec)
 
 
@@ -475,8 +464,8 @@ def test_bench_reports_each_backend_from_a_fresh_process(export_dir, tmp_path):
                        json_path=tmp_path / "bench.json", say=lines.append)
     ort = report["onnxruntime"]
     assert ort["available"] and ort["torch_imported"] is False
-    for key in ("track_ms", "propose_ms", "match_ms", "ground_pass_ms", "research_pass_ms", "overhead_ms", "rss_mb",
-                "convert_ms", "text_ms", "total_ms"):
+    for key in ("trunk_crop_ms", "trunk_scales_ms", "trunk_window_ms", "propose_ms", "match_ms", "searching_ms",
+                "grounding_ms", "overhead_ms", "rss_mb", "convert_ms", "text_ms", "total_ms"):
         assert ort[key] > 0, key
     assert report["tensorrt"]["available"] is False and "TensorRT" in report["tensorrt"]["reason"]
     assert json.loads((tmp_path / "bench.json").read_text())["onnxruntime"]["track_ms"] == ort["track_ms"]
@@ -669,21 +658,20 @@ def test_tensorrt_engine_plumbing_matches_onnxruntime(fake_tensorrt, export_dir,
     with caplog.at_level(logging.WARNING, logger="vl_tracker_core"):
         engine = create_engine("tensorrt", export_dir, precision="fp16", cache_dir=tmp_path,
                                device_memory_kind="cuda-python")
-    assert sorted(builds) == ["match-fp16", "propose-fp16", "template-fp16", "text-fp32", "track-fp16"]
-    assert caplog.text.count("building the TensorRT") == 5
+    assert sorted(builds) == ["match-fp16", "propose-fp16", "text-fp32", "trunk_crop-fp16", "trunk_scales-fp16",
+                              "trunk_window-fp16"]
+    assert caplog.text.count("building the TensorRT") == 6
     assert engine.gpu_name == "Fake GPU (sm_87)"
     scene = SyntheticScene(4, 8, SCENE)
     cfg = engine.config
     text = engine.encode_text(scene.description)
     np.testing.assert_array_equal(text.tokens, ort_engine.encode_text(scene.description).tokens)
     frame, box = scene.render(0), scene.target_box(0)
-    template, _ = crop_around(frame, box, cfg.template_factor, cfg.template_size)
-    tokens = engine.encode_template(text, template)
-    np.testing.assert_array_equal(tokens, ort_engine.encode_template(text, template))
-    search, _ = crop_around(frame, box, cfg.search_factor, cfg.search_size)
-    got, ref = engine.track(text, tokens, search), ort_engine.track(text, tokens, search)
-    for field in ("boxes", "scores", "confidence", "similarity", "heat"):
-        np.testing.assert_array_equal(getattr(got, field), getattr(ref, field), err_msg=field)
+    crops = np.stack([crop_around(frame, box, 4.0 * 1.04 ** k, cfg.online_crop_size)[0]
+                      for k in range(cfg.online_scales)])
+    for patches in (crops[:1], crops, crop_around(frame, box, 6.0, cfg.redetect_size)[0][None]):
+        for got, ref in zip(engine.features(patches), ort_engine.features(patches), strict=True):
+            np.testing.assert_array_equal(got, ref)
     tracker = VLTracker(engine)
     tracker.initialize(frame, scene.description)
     for t in range(1, 8):
@@ -697,4 +685,5 @@ def test_tensorrt_engine_plumbing_matches_onnxruntime(fake_tensorrt, export_dir,
     assert builds == []
     # fp32 is another key: built anew (the text engine, fp32 either way, is shared).
     create_engine("tensorrt", export_dir, precision="fp32", cache_dir=tmp_path, device_memory_kind="cuda-python")
-    assert sorted(builds) == ["match-fp32", "propose-fp32", "template-fp32", "track-fp32"]
+    assert sorted(builds) == ["match-fp32", "propose-fp32", "trunk_crop-fp32", "trunk_scales-fp32",
+                              "trunk_window-fp32"]

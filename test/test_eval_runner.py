@@ -127,7 +127,6 @@ def test_eval_set_overrides_the_tracker_parameters(dataset, tmp_path, capsys):
 
 
 REAL_DEV = Path(__file__).resolve().parents[2] / "shared" / "data" / "real_dev"
-ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.mark.skipif(not REAL_DEV.is_dir(), reason="../shared/data/real_dev is not here")
@@ -135,13 +134,15 @@ def test_sweep_on_a_named_split_from_the_true_box_with_a_params_file(tmp_path):
     """sweep --split real-train --init bb --params: the split's sequences only (real-val never enters), each
     started from its first box, the file's values under every grid point."""
     out = tmp_path / "sweep"
+    params = tmp_path / "params.yaml"
+    params.write_text("vl_tracker_node:\n  ros__parameters:\n    tracker:\n      scale_interval: 3\n")
     assert main(["sweep", "--dataset", str(REAL_DEV), "--split", "real-train", "--init", "bb",
-                 "--max-sequences", "1", "--params", str(ROOT / "config/real_camera.yaml"),
-                 "--grid", "window_influence=0,0.8", "--set", "variant=no_switch", "--out", str(out)]) == 0
+                 "--max-sequences", "1", "--params", str(params),
+                 "--grid", "learning_rate=0,0.015", "--set", "variant=no_switch", "--out", str(out)]) == 0
     result = json.loads((out / "sweep.json").read_text())
     assert result["split"] == "real-train" and result["init"] == "bb" and result["sequences"] == 1
-    assert result["base"]["size_update"] == 0.6 and result["base"]["variant"] == "no_switch"
-    assert [r["params"]["window_influence"] for r in result["rows"]] == [0, 0.8]
+    assert result["base"]["scale_interval"] == 3 and result["base"]["variant"] == "no_switch"
+    assert [r["params"]["learning_rate"] for r in result["rows"]] == [0, 0.015]
     names = [p.name for p in (out / "config_000" / "results").glob("*.txt") if "_state" not in p.name]
     assert names == ["dtb70_MountainBike6.txt"]  # real-train's first member
     first = read_run(out / "config_000" / "results", "dtb70_MountainBike6").boxes[0]

@@ -198,8 +198,8 @@ def write(tmp_path, text: str) -> Path:
 
 def test_params_file_applies_in_any_namespace_and_coerces_ints(tmp_path):
     path = write(tmp_path, "/**:\n  ros__parameters:\n    backend: onnxruntime\n"
-                           "/robot1/vl_tracker_node:\n  ros__parameters:\n    tracker:\n      max_scale_change: 2\n")
-    assert load_node_parameters(path) == {"backend": "onnxruntime", "tracker.max_scale_change": 2.0}
+                           "/robot1/vl_tracker_node:\n  ros__parameters:\n    tracker:\n      update_threshold: 1\n")
+    assert load_node_parameters(path) == {"backend": "onnxruntime", "tracker.update_threshold": 1.0}
 
 
 @pytest.mark.parametrize("text, reason", [
@@ -272,17 +272,3 @@ def test_launch_file_defines_generate_launch_description_and_the_arguments():
     text = (ROOT / "launch/tracker.launch.py").read_text()
     for remap in ('"image"', '"image/compressed"', '"target_description"', '"init_box"'):
         assert f"({remap}," in text
-
-
-def test_real_camera_preset_is_a_valid_partial_params_file():
-    """config/real_camera.yaml: read by the launch file's loader and by the core CLI's --params, and every
-    value a valid tracker parameter on top of the defaults."""
-    from vl_tracker_core.tracker import TrackerParams, load_default_params, load_params_file
-
-    node = load_node_parameters(ROOT / "config/real_camera.yaml")
-    core = load_params_file(ROOT / "config/real_camera.yaml")
-    assert node == {f"tracker.{k}": v for k, v in core.items()}
-    params = TrackerParams.from_dict({**load_default_params(), **core})
-    assert params.window_influence > 0 and params.lost_threshold < TrackerParams().lost_threshold
-    for name, value in node.items():
-        assert type(value) is type(PARAMETERS_BY_NAME[name].default), name

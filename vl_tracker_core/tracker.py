@@ -5,15 +5,25 @@ States (values match vl_tracker/TrackedTarget.msg)::
     IDLE --description--> GROUNDING --found--> TRACKING --lost--> SEARCHING --re-acquired--> TRACKING
     new description (any state) -> GROUNDING; description + box -> TRACKING; reset -> IDLE
 
-The switch: every frame gives a score ``w * confidence + (1 - w) * similarity``
-for the chosen candidate, smoothed by an exponential moving average. The
-target is declared lost after ``lost_frames`` consecutive frames with the
-smoothed score under ``lost_threshold``; while SEARCHING (or GROUNDING) a
-candidate is accepted only at ``accept_threshold`` or above, which is higher
-than ``lost_threshold`` (hysteresis), so a flickering score does not make the
-state flicker. No box is ever reported outside TRACKING.
+Who does what (tracking core v4):
 
-The tracker is deterministic: the same frames and calls give the same results.
+- **grounding** (first frame of a description): class-agnostic proposals on the whole frame and the
+  candidate-set matcher (or an open-vocabulary ``grounder``) pick the described object;
+- **tracking**: an online discriminative model (``online.OnlineModel``: correlation filters on the
+  pretrained trunk's features, learned from the first box) follows it frame by frame;
+- **the switch**: every frame scores ``w * quality + (1 - w) * verifier``. ``quality`` is the online
+  response's peak and peak-to-sidelobe ratio against their medians over the first frames (1 = as sure as then);
+  ``verifier`` is the matcher's view of the tracked box: agreement with the stored template and the
+  probability that it is the described object (refreshed every ``verify_interval`` frames). The score is
+  smoothed; ``lost_frames`` consecutive frames under ``lost_threshold`` mean lost. The online model learns
+  only from frames scoring at least ``update_threshold`` (an occluder is not learned);
+- **re-search** (SEARCHING): the online model is correlated with a window of the whole frame at the
+  target's scale (windows scan the frame when it is larger than one), its best places are checked with a
+  tracking pass and the verifier, and accepted at ``accept_threshold`` or above, which is higher than
+  ``lost_threshold`` (hysteresis), so a flickering score does not make the state flicker.
+
+No box is ever reported outside TRACKING. The tracker is deterministic: the same frames and calls give the
+same results.
 """
 
 from __future__ import annotations
@@ -28,16 +38,11 @@ from typing import Any
 
 import numpy as np
 
-from vl_tracker_core.boxes import Box, as_box, box_iou, clip_box
-from vl_tracker_core.data.crops import (
-    CropTransform,
-    candidate_crops,
-    candidate_geometry,
-    crop_around,
-    letterbox,
-)
-from vl_tracker_core.engines.base import Engine, Peaks, TextFeatures
+from vl_tracker_core.boxes import Box, as_box, clip_box
+from vl_tracker_core.data.crops import candidate_crops, candidate_geometry, crop_around, letterbox
+from vl_tracker_core.engines.base import Engine, TextFeatures
 from vl_tracker_core.models.text import clean_description
+from vl_tracker_core.online.model import Estimate, OnlineModel, OnlineParams
 from vl_tracker_core.trackers.base import TrackResult, TrackState
 
 log = logging.getLogger(__name__)
@@ -53,64 +58,54 @@ class FrameError(ValueError):
 
 @dataclass(frozen=True)
 class TrackerParams:
-    """Switch and search parameters. Defaults come from a sweep on synth-val (see BENCHMARKS.md)."""
+    """Switch, verification and search parameters. Defaults: BENCHMARKS.md, "Tracking core v4"."""
 
     variant: str = "full"
-    #: weight of the network confidence in the per-frame score (the rest is the VL similarity)
-    confidence_weight: float = 0.5
+    #: weight of the online model's quality in the per-frame score (the rest is the verifier's)
+    confidence_weight: float = 0.7
     #: EMA factor of the smoothed score (weight of the newest frame)
     smoothing: float = 0.6
     #: T_lost and N: lost after N consecutive frames with the smoothed score under T_lost
-    lost_threshold: float = 0.65
+    lost_threshold: float = 0.4
     lost_frames: int = 3
     #: T_accept: a re-search candidate is accepted at or above this score (> T_lost)
-    accept_threshold: float = 0.8
+    accept_threshold: float = 0.6
     #: score the first grounding after a new description needs (the operator has just said the target is
     #: in view, so this may be lower than T_accept; a wrong pick scores low while tracking and is dropped)
-    ground_threshold: float = 0.5
-    #: run the global re-search every k-th frame while SEARCHING
+    ground_threshold: float = 0.3
+    #: run the re-search every k-th frame while SEARCHING
     research_interval: int = 1
-    #: candidates of the global pass verified with a tracking pass while SEARCHING
-    verify_candidates: int = 3
-    #: while SEARCHING, weight of the template's appearance agreement in a candidate's score (the rest is
-    #: the matcher's probability that it is the described object): the text and the template must agree
+    #: re-detection candidates checked with a tracking pass and the verifier per searching frame
+    verify_candidates: int = 1
+    #: the verifier's score: w * agreement with the stored template + (1 - w) * the matcher's probability that
+    #: the box is the described object
     research_template_weight: float = 0.5
-    #: refine the first grounding's box with a tracking pass centred on the chosen candidate (proposal boxes
-    #: come from a 256-px letterbox; the tracking head regresses the box on a full-resolution crop)
-    refine_grounding: bool = True
-    #: refresh the template only on frames scoring at least this (>= 1.01 disables refresh)
-    template_refresh_threshold: float = 1.01
-    template_refresh_interval: int = 30
-    #: largest box size change accepted between two frames (factor)
-    max_scale_change: float = 1.6
-    #: motion prior of a tracking pass: a peak's rank is ``(1 - w) * heat + w * window``, the window being a
-    #: raised cosine over the search crop centred where the target was (0 = the strongest peak always wins)
-    window_influence: float = 0.0
-    #: weight of the new box size while TRACKING (the rest is the previous size; 1 = take the new size)
-    size_update: float = 1.0
+    #: run the verifier on the tracked box every k-th tracking frame (its last answer holds in between)
+    verify_interval: int = 5
+    #: the online model learns only from frames whose score reaches this
+    update_threshold: float = 0.5
+    #: learning rate of the online model (0 = keep the first frame's model)
+    learning_rate: float = 0.015
+    #: the online model checks the target's size (three crops in one batch) every k-th frame
+    scale_interval: int = 2
 
     def __post_init__(self) -> None:
         if self.variant not in VARIANTS:
             raise ValueError(f"variant {self.variant!r} unknown; choose from {VARIANTS}")
         for name in ("confidence_weight", "smoothing", "lost_threshold", "accept_threshold", "ground_threshold",
-                     "research_template_weight", "window_influence", "size_update"):
+                     "research_template_weight", "update_threshold", "learning_rate"):
             value = getattr(self, name)
             if not (0.0 <= value <= 1.0) or math.isnan(value):
                 raise ValueError(f"{name} must lie in [0, 1], got {value}")
         if self.smoothing <= 0.0:
             raise ValueError("smoothing must be > 0 (1 means no smoothing)")
-        if self.size_update <= 0.0:
-            raise ValueError("size_update must be > 0 (1 means the new size is taken as it is)")
         if self.accept_threshold <= self.lost_threshold:
             raise ValueError(f"accept_threshold ({self.accept_threshold}) must be greater than lost_threshold "
                              f"({self.lost_threshold}): that gap is the hysteresis")
-        if self.lost_frames < 1 or self.research_interval < 1 or self.verify_candidates < 0:
-            raise ValueError("lost_frames and research_interval must be >= 1, verify_candidates >= 0")
-        if self.max_scale_change < 1.0:
-            raise ValueError("max_scale_change must be >= 1")
-        if self.refine_grounding not in (True, False):  # 0 / 1 from a sweep grid are fine
-            raise ValueError(f"refine_grounding must be true or false, got {self.refine_grounding!r}")
-        object.__setattr__(self, "refine_grounding", bool(self.refine_grounding))
+        if self.lost_frames < 1 or self.research_interval < 1 or self.verify_candidates < 1:
+            raise ValueError("lost_frames, research_interval and verify_candidates must be >= 1")
+        if self.verify_interval < 1 or self.scale_interval < 1:
+            raise ValueError("verify_interval and scale_interval must be >= 1")
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> TrackerParams:
@@ -119,6 +114,10 @@ class TrackerParams:
         if unknown:
             raise ValueError(f"unknown tracker parameters {unknown}; known: {sorted(known)}")
         return cls(**data)
+
+    def online(self) -> OnlineParams:
+        """The online model's recipe with this tracker's learning rate and scale interval."""
+        return OnlineParams(learning_rate=self.learning_rate, scale_interval=self.scale_interval)
 
 
 def load_default_params() -> dict[str, Any]:
@@ -134,7 +133,7 @@ def load_default_params() -> dict[str, Any]:
 
 def load_params_file(path: str | Path) -> dict[str, Any]:
     """The tracker parameters of a YAML file: a ``tracker:`` section at the top (the core's format) or under
-    a node's ``ros__parameters`` (a ROS 2 params file such as config/real_camera.yaml). Checked by name."""
+    a node's ``ros__parameters`` (a ROS 2 params file such as config/tracker.yaml). Checked by name."""
     import yaml
 
     path = Path(path)
@@ -198,16 +197,19 @@ class VLTracker:
         """Forget the target: IDLE until the next description."""
         self.state = TrackState.IDLE
         self.text: TextFeatures | None = None
-        self._template: np.ndarray | None = None
+        self.online = OnlineModel(self.engine.features, self.cfg.online_crop_size, self.params.online(),
+                                  scales=self.cfg.online_scales)
         self._template_crop: np.ndarray | None = None
         self._pending_box: Box | None = None
         self._box: Box | None = None
         self._score = 0.0
+        self._verified = 1.0
         self._low = 0
         self._since_seen = 0
+        self._since_verified = 0
         self._frame_index = 0
         self._frame_shape: tuple[int, int] | None = None
-        self._last_refresh = 0
+        self._scan = 0
 
     def set_target(self, description: str | bytes, box: Box | None = None) -> None:
         """A new target. With ``box`` (pixels of the next frame) tracking starts directly (NL+BB)."""
@@ -219,8 +221,10 @@ class VLTracker:
         self.state = TrackState.GROUNDING
 
     def update_params(self, **changes: Any) -> None:
-        """Change thresholds at run time (validated; the current state is kept)."""
+        """Change thresholds at run time (validated; the current state and the learned model are kept)."""
         self.params = dataclasses.replace(self.params, **changes)
+        self.online.params = dataclasses.replace(self.online.params, learning_rate=self.params.learning_rate,
+                                                 scale_interval=self.params.scale_interval)
 
     # ------------------------------------------------------------------ Tracker interface (evaluation runner)
     def initialize(self, frame: np.ndarray, description: str | None = None, box: Box | None = None) -> TrackResult:
@@ -245,7 +249,6 @@ class VLTracker:
             # A box from another resolution means nothing here: look for the target again.
             log.warning("frame size changed from %s to %s: grounding the target again", self._frame_shape, shape)
             self._box = None
-            self._template = None
             self._template_crop = None
             if self.state in (TrackState.TRACKING, TrackState.SEARCHING):
                 self.state = TrackState.GROUNDING
@@ -255,8 +258,7 @@ class VLTracker:
             return self._result(None, 0.0, float("nan"), start)
         if self._pending_box is not None:
             return self._start_from_box(frame, start)
-        variant = self.params.variant
-        if variant == "ground_every_frame":
+        if self.params.variant == "ground_every_frame":
             return self._ground_only(frame, start)
         if self.state == TrackState.GROUNDING:
             return self._grounding(frame, start)
@@ -273,78 +275,86 @@ class VLTracker:
                         frame.shape[1], frame.shape[0])
             self.state = TrackState.GROUNDING
             return self._grounding(frame, start)
-        self._set_template(frame, box)
-        self._acquire(box, 1.0)
+        self._start(frame, box, 1.0)
         return self._result(box, 1.0, float("nan"), start)
 
     def _grounding(self, frame: np.ndarray, start: float) -> TrackResult:
-        box, score, sim = self._best_global(frame, verify=False)
+        box, score, sim = self._best_global(frame)
         threshold = 0.0 if self.params.variant == "no_switch" else self.params.ground_threshold
         if box is not None and score >= threshold:
-            self._set_template(frame, box)
-            if self.params.refine_grounding:
-                box = self._refine(frame, box)
-            self._acquire(box, score)
+            self._start(frame, box, score)
             return self._result(box, score, sim, start)
         self._since_seen += 1
         return self._result(None, score, sim, start)
 
-    def _refine(self, frame: np.ndarray, box: Box) -> Box:
-        """The box of a tracking pass centred on ``box`` (template just taken from it), when it lands on the
-        same object (IoU > 0.3); the template is then taken again from the refined box."""
-        local_box, _, _ = self._local(frame, box)
-        if local_box is None or box_iou(local_box, box) <= 0.3:
-            return box
-        self._set_template(frame, local_box)
-        return local_box
-
     def _tracking(self, frame: np.ndarray, start: float) -> TrackResult:
-        box, score, sim = self._local(frame, self._box)
         p = self.params
+        estimate = self.online.track(frame)
+        box = clip_box(estimate.box, frame.shape[1], frame.shape[0])
+        self._since_verified += 1
+        sim = float("nan")
+        if box is not None and (self._since_verified >= p.verify_interval or estimate.quality < p.update_threshold):
+            self._verified, sim = self._verify(frame, box)
+            self._since_verified = 0
+        score = self._frame_score(estimate.quality, self._verified)
         self._score = p.smoothing * score + (1.0 - p.smoothing) * self._score
-        if box is not None and p.size_update < 1.0:
-            box = self._damp_size(box, self._box, frame)
         if p.variant == "no_switch":
-            if box is not None:
-                self._follow(frame, box, score)
+            self._follow(estimate, box, learn=True)
             return self._result(self._box, self._score, sim, start)
         self._low = self._low + 1 if self._score < p.lost_threshold else 0
         if self._low >= p.lost_frames or box is None:
             self.state = TrackState.SEARCHING
             self._since_seen = 1
+            self._scan = 0
             return self._result(None, self._score, sim, start)
-        self._follow(frame, box, score)
+        self._follow(estimate, box, learn=score >= p.update_threshold)
         return self._result(box, self._score, sim, start)
 
-    def _follow(self, frame: np.ndarray, box: Box, score: float) -> None:
-        """The target is at ``box`` now; the template is taken again there on a confident frame when the last
-        refresh is ``template_refresh_interval`` frames old."""
-        p = self.params
-        self._box = box
-        if (score >= p.template_refresh_threshold
-                and self._frame_index - self._last_refresh >= p.template_refresh_interval):
-            self._set_template(frame, box)
+    def _follow(self, estimate: Estimate, box: Box | None, learn: bool) -> None:
+        """The target is at ``estimate`` now; learn from this frame only when it is trusted."""
+        self.online.accept(estimate)
+        if learn:
+            self.online.update(estimate)
+        if box is not None:
+            self._box = box
 
     def _searching(self, frame: np.ndarray, start: float) -> TrackResult:
+        """One re-search step. Steps alternate between the online model correlated with a window of the frame at
+        the target's scale (the first window is centred where the target was lost; a frame larger than one
+        window is scanned) and the global pass (proposals on the whole frame, ranked by the matcher against the
+        text and the stored template). Each step's best candidates are checked by a tracking pass of the
+        online model centred on them; the verifier's and the online model's scores must add up to T_accept."""
         p = self.params
         self._since_seen += 1
-        best: tuple[Box | None, float, float] = (None, 0.0, float("nan"))
-        # Near where it was last seen (cheap; catches short occlusions) ...
-        if self._box is not None:
-            best = self._local(frame, self._box)
-        # ... and the whole frame every k-th frame.
-        if (self._since_seen - 1) % p.research_interval == 0:
-            candidate = self._best_global(frame, verify=True)
-            if candidate[0] is not None and candidate[1] > best[1]:
-                best = candidate
-        box, score, sim = best
-        if box is not None and score >= p.accept_threshold:
+        if (self._since_seen - 1) % p.research_interval != 0:
+            return self._result(None, 0.0, float("nan"), start)
+        step = self._scan
+        self._scan += 1
+        if step % 2 == 0:
+            candidates = [(box, None) for box in self._redetect(frame, step // 2)]
+        else:
+            candidates = self._global_candidates(frame)
+        best: tuple[Estimate | None, Box | None, float, float] = (None, None, 0.0, float("nan"))
+        for candidate, verified in candidates[: p.verify_candidates]:
+            estimate = self.online.track(frame, around=candidate)
+            box = clip_box(estimate.box, frame.shape[1], frame.shape[0])
+            if box is None:
+                continue
+            sim = float("nan")
+            if verified is None:
+                verified, sim = self._verify(frame, box)
+            score = self._frame_score(estimate.quality, verified)
+            if score > best[2]:
+                best = (estimate, box, score, sim)
+        estimate, box, score, sim = best
+        if estimate is not None and score >= p.accept_threshold:
+            self.online.relocate(estimate.box)
             self._acquire(box, score)
             return self._result(box, score, sim, start)
         return self._result(None, score, sim, start)
 
     def _ground_only(self, frame: np.ndarray, start: float) -> TrackResult:
-        box, score, sim = self._best_global(frame, verify=False)
+        box, score, sim = self._best_global(frame)
         if box is not None and score >= self.params.accept_threshold:
             self._box = box
             self.state = TrackState.TRACKING
@@ -355,6 +365,14 @@ class VLTracker:
         return self._result(None, score, sim, start)
 
     # ------------------------------------------------------------------ helpers
+    def _start(self, frame: np.ndarray, box: Box, score: float) -> None:
+        """Learn the target at ``box``: the online model from scratch, and the verifier's template crop."""
+        self.online.initialize(frame, box)
+        self._template_crop, _ = crop_around(frame, box, self.cfg.candidate_factor, self.cfg.candidate_size)
+        self._verified = 1.0
+        self._since_verified = 0
+        self._acquire(box, score)
+
     def _acquire(self, box: Box, score: float) -> None:
         self.state = TrackState.TRACKING
         self._box = box
@@ -362,63 +380,58 @@ class VLTracker:
         self._low = 0
         self._since_seen = 0
 
-    def _set_template(self, frame: np.ndarray, box: Box) -> None:
-        patch, _ = crop_around(frame, box, self.cfg.template_factor, self.cfg.template_size)
-        self._template = self.engine.encode_template(self.text, patch)
-        # What a re-search compares candidates with: the target's appearance, cropped as candidates are.
-        self._template_crop, _ = crop_around(frame, box, self.cfg.candidate_factor, self.cfg.candidate_size)
-        self._last_refresh = self._frame_index
-
-    def _combine(self, peaks: Peaks, i: int) -> float:
+    def _frame_score(self, quality: float, verified: float) -> float:
         w = self.params.confidence_weight
-        return float(w * peaks.confidence[i] + (1.0 - w) * peaks.similarity[i])
+        return float(w * min(quality, 1.0) + (1.0 - w) * verified)
 
-    def _to_frame(self, peaks: Peaks, i: int, transform: CropTransform, frame: np.ndarray) -> Box | None:
-        box = transform.box_to_frame(tuple(float(v) for v in peaks.boxes[i]))
-        if not all(math.isfinite(v) for v in box):
-            return None
-        box = clip_box(box, frame.shape[1], frame.shape[0])
-        return box if box is not None and box[2] >= 1 and box[3] >= 1 else None
+    def _verify(self, frame: np.ndarray, box: Box) -> tuple[float, float]:
+        """The matcher's view of ``box``: (w * template agreement + (1 - w) * text probability, text probability).
+        The box is the only candidate; the matcher may still answer "none of them"."""
+        k = self.cfg.candidates
+        height, width = frame.shape[:2]
+        boxes = np.tile(np.array([[width / 2 - 8.0, height / 2 - 8.0, 16.0, 16.0]]), (k, 1))
+        boxes[0] = box
+        mask = np.zeros(k, np.float32)
+        mask[0] = 1.0
+        crops = candidate_crops(frame, boxes, self.cfg.candidate_factor, self.cfg.candidate_size)
+        template = self._template_crop if self._template_crop is not None else crops[0]
+        matches = self.engine.match(self.text, crops, candidate_geometry(boxes, width, height), mask, template)
+        w = self.params.research_template_weight
+        text = float(matches.probs[0])
+        return w * float(matches.template_sim[0]) + (1.0 - w) * text, text
 
-    def _limit_scale(self, box: Box, previous: Box) -> Box:
-        """Damp implausible size jumps between consecutive frames, keeping the new centre."""
-        m = self.params.max_scale_change
-        w = min(max(box[2], previous[2] / m), previous[2] * m)
-        h = min(max(box[3], previous[3] / m), previous[3] * m)
-        cx, cy = box[0] + box[2] / 2, box[1] + box[3] / 2
-        return (cx - w / 2, cy - h / 2, w, h)
+    def _redetect(self, frame: np.ndarray, step: int) -> list[Box]:
+        """Candidate boxes from the online model correlated with one window of the frame. A frame larger than
+        a window (at the target's scale) is scanned over successive steps, nearest the last position first."""
+        height, width = frame.shape[:2]
+        size = self.cfg.redetect_size
+        box = self.online.box
+        window = size * self.online.side(box) / self.cfg.online_crop_size  # frame pixels
+        last = (box[0] + box[2] / 2.0, box[1] + box[3] / 2.0)
+        axes = []
+        for extent, anchor in ((width, last[0]), (height, last[1])):
+            if extent <= window:
+                axes.append([extent / 2.0])
+                continue
+            count = math.ceil(extent / (0.8 * window))
+            grid = np.linspace(window / 2.0, extent - window / 2.0, count)
+            axes.append([min(max(anchor, window / 2.0), extent - window / 2.0), *grid])
+        positions = sorted({(float(x), float(y)) for x in axes[0] for y in axes[1]},
+                           key=lambda c: (c[0] - last[0]) ** 2 + (c[1] - last[1]) ** 2)
+        centre = positions[step % len(positions)]
+        return [b for b, _ in self.online.redetect(frame, centre, size)]
 
-    def _damp_size(self, box: Box, previous: Box, frame: np.ndarray) -> Box:
-        """The new centre with a size between the previous and the new one (``size_update``)."""
-        lr = self.params.size_update
-        w = lr * box[2] + (1.0 - lr) * previous[2]
-        h = lr * box[3] + (1.0 - lr) * previous[3]
-        cx, cy = box[0] + box[2] / 2, box[1] + box[3] / 2
-        return clip_box((cx - w / 2, cy - h / 2, w, h), frame.shape[1], frame.shape[0]) or box
-
-    def _pick_peak(self, peaks: Peaks) -> int:
-        """The peak a tracking pass follows: the strongest, or with ``window_influence`` the best of heat and
-        nearness to the crop's centre (where the target was on the previous frame)."""
-        w = self.params.window_influence
-        if w <= 0.0 or len(peaks.scores) < 2:
-            return 0
-        half = self.cfg.search_size / 2.0
-        boxes = np.asarray(peaks.boxes, np.float64)
-        d = np.stack([boxes[:, 0] + boxes[:, 2] / 2 - half, boxes[:, 1] + boxes[:, 3] / 2 - half], axis=1) / half
-        window = np.prod(0.5 * (1.0 + np.cos(np.pi * np.clip(np.abs(d), 0.0, 1.0))), axis=1)
-        rank = (1.0 - w) * np.asarray(peaks.scores, np.float64) + w * window
-        rank = np.where(np.isfinite(rank), rank, -np.inf)
-        return int(np.argmax(rank))
-
-    def _local(self, frame: np.ndarray, around: Box) -> tuple[Box | None, float, float]:
-        """Tracking-mode pass on a search crop around ``around``."""
-        search, transform = crop_around(frame, around, self.cfg.search_factor, self.cfg.search_size)
-        peaks = self.engine.track(self.text, self._template, search)
-        i = self._pick_peak(peaks)
-        box = self._to_frame(peaks, i, transform, frame)
-        if box is not None:
-            box = clip_box(self._limit_scale(box, around), frame.shape[1], frame.shape[0])
-        return box, self._combine(peaks, i), float(peaks.similarity[i])
+    def _global_candidates(self, frame: np.ndarray) -> list[tuple[Box, float]]:
+        """The global pass while searching: proposals (or the grounder's boxes) scored by the matcher as
+        ``w * template agreement + (1 - w) * probability of being the described object``, best first."""
+        boxes, crops, geometry, mask, detector_scores = self._candidates(frame)
+        template = self._template_crop if self._template_crop is not None else crops[0]
+        matches = self.engine.match(self.text, crops, geometry, mask, template)
+        probs = matches.probs if detector_scores is None else detector_scores
+        w = self.params.research_template_weight
+        scores = np.where(mask > 0, w * matches.template_sim + (1.0 - w) * probs, -1.0)
+        order = [int(i) for i in np.argsort(-scores, kind="stable") if mask[i] > 0]
+        return [(tuple(float(v) for v in boxes[i]), float(scores[i])) for i in order]
 
     def _candidates(self, frame: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray,
                                                       np.ndarray | None]:
@@ -449,39 +462,20 @@ class VLTracker:
         crops = candidate_crops(frame, boxes, self.cfg.candidate_factor, self.cfg.candidate_size)
         return boxes, crops, candidate_geometry(boxes, width, height), mask, scores
 
-    def _best_global(self, frame: np.ndarray, verify: bool) -> tuple[Box | None, float, float]:
-        """Global pass: proposals, their full-resolution crops, the candidate-set matcher. With ``verify``
-        (re-search) a candidate's score mixes the matcher's probability with its agreement with the stored
-        template, and the best few are re-scored by a tracking pass centred on them (both must agree)."""
+    def _best_global(self, frame: np.ndarray) -> tuple[Box | None, float, float]:
+        """Global pass: proposals (or the grounder's boxes), their full-resolution crops, the candidate-set
+        matcher; the most probable candidate with its probability."""
         boxes, crops, geometry, mask, detector_scores = self._candidates(frame)
-        use_template = verify and self._template_crop is not None
-        template = self._template_crop if use_template else crops[0]
-        if detector_scores is not None and not use_template:
-            matches = None  # a grounder's scores alone decide the first grounding
-            probs = np.where(mask > 0, detector_scores, 0.0)
+        if detector_scores is not None:
+            probs = np.where(mask > 0, detector_scores, 0.0)  # a grounder's scores alone decide
         else:
-            matches = self.engine.match(self.text, crops, geometry, mask, template)
-            probs = np.where(mask > 0, matches.probs if detector_scores is None else detector_scores, 0.0)
-        if use_template:
-            w = self.params.research_template_weight
-            scores = w * np.where(mask > 0, matches.template_sim, 0.0) + (1.0 - w) * probs
-        else:
-            scores = probs
-        order = [int(i) for i in np.argsort(-scores, kind="stable") if mask[i] > 0]
-        best: tuple[Box | None, float, float] = (None, 0.0, float("nan"))
+            matches = self.engine.match(self.text, crops, geometry, mask, crops[0])
+            probs = np.where(mask > 0, matches.probs, 0.0)
+        order = [int(i) for i in np.argsort(-probs, kind="stable") if mask[i] > 0]
         if not order:
-            return best
-        if not (verify and self._template is not None):
-            i = order[0]
-            return tuple(float(v) for v in boxes[i]), float(scores[i]), float(probs[i])
-        for i in order[: max(1, self.params.verify_candidates)]:
-            box, score, sim = tuple(float(v) for v in boxes[i]), float(scores[i]), float(probs[i])
-            local_box, local_score, _ = self._local(frame, box)
-            if local_box is not None:
-                box, score = local_box, min(score, local_score)
-            if score > best[1]:
-                best = (box, score, sim)
-        return best
+            return None, 0.0, float("nan")
+        i = order[0]
+        return tuple(float(v) for v in boxes[i]), float(probs[i]), float(probs[i])
 
     def _result(self, box: Box | None, confidence: float, similarity: float, start: float) -> TrackResult:
         conf = float(np.clip(confidence, 0.0, 1.0)) if math.isfinite(confidence) else 0.0

@@ -53,32 +53,29 @@ _TRACKER_DOCS: dict[str, tuple[str, float | None, float | None]] = {
     # name: (description, low, high); ranges are per value, TrackerParams checks the combinations
     "variant": ("state machine variant: full (switch + re-search), no_switch (never declares loss), "
                 "ground_every_frame (grounding pass on every frame)", None, None),
-    "confidence_weight": ("weight of the network confidence in the per-frame score (the rest is the "
-                          "vision-language similarity)", 0.0, 1.0),
+    "confidence_weight": ("weight of the online model's quality (response peak and PSR against their running "
+                          "medians) in the per-frame score; the rest is the verifier's", 0.0, 1.0),
     "smoothing": ("EMA weight of the newest frame's score (1 = no smoothing); must be > 0", 0.0, 1.0),
     "lost_threshold": ("T_lost: smoothed score under which a frame counts towards losing the target; must be "
                        "< accept_threshold", 0.0, 1.0),
     "lost_frames": ("N: consecutive frames under T_lost before the target is declared lost (SEARCHING)", 1, 1000),
-    "accept_threshold": ("T_accept: score a re-search candidate needs to be accepted; must be "
+    "accept_threshold": ("T_accept: score a re-detected candidate needs to be accepted; must be "
                          "> lost_threshold (the gap is the hysteresis)", 0.0, 1.0),
     "ground_threshold": ("score the first grounding after a new description needs to be accepted (the "
                          "operator has just said the target is in view)", 0.0, 1.0),
-    "research_interval": ("run the whole-frame re-search every k-th frame while SEARCHING (1 = every frame; "
-                          "larger saves compute)", 1, 1000),
-    "verify_candidates": ("candidates of the global pass re-checked with a tracking pass while SEARCHING", 0, 100),
-    "research_template_weight": ("while SEARCHING, weight of the stored template's appearance agreement in a "
-                                 "candidate's score (the rest: the matcher's probability that it is the "
-                                 "described object)", 0.0, 1.0),
-    "refine_grounding": ("refine the first grounding's box with a tracking pass centred on the chosen "
-                         "candidate", None, None),
-    "template_refresh_threshold": ("refresh the template only on frames scoring at least this "
-                                   "(>= 1.01 disables refresh)", 0.0, 2.0),
-    "template_refresh_interval": ("minimum frames between two template refreshes", 1, 1_000_000),
-    "max_scale_change": ("largest box size change accepted between two frames (factor >= 1)", 1.0, 100.0),
-    "window_influence": ("motion prior of a tracking pass: a peak ranks by (1 - w) * heat + w * a raised cosine "
-                         "centred where the target was (0 = the strongest peak wins)", 0.0, 1.0),
-    "size_update": ("weight of the new box size while tracking, the rest being the previous size "
-                    "(1 = the new size as it is); must be > 0", 0.0, 1.0),
+    "research_interval": ("run the re-search every k-th frame while SEARCHING (1 = every frame; larger saves "
+                          "compute)", 1, 1000),
+    "verify_candidates": ("re-detection candidates checked with a tracking pass and the verifier per "
+                          "searching frame", 1, 10),
+    "research_template_weight": ("the verifier's score: w * agreement with the stored template + (1 - w) * the "
+                                 "matcher's probability that the box is the described object", 0.0, 1.0),
+    "verify_interval": ("run the verifier on the tracked box every k-th tracking frame (and on any frame whose "
+                        "quality falls under update_threshold)", 1, 1000),
+    "update_threshold": ("the online model learns only from frames scoring at least this (an occluder is not "
+                         "learned)", 0.0, 1.0),
+    "learning_rate": ("learning rate of the online model (0 = keep the first frame's model)", 0.0, 1.0),
+    "scale_interval": ("check the target's size (three crops in one batched trunk pass) every k-th frame",
+                       1, 1000),
 }
 
 

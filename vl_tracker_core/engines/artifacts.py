@@ -1,7 +1,8 @@
 """Export folders and the on-disk cache, without importing torch.
 
-An export folder holds the five ONNX graphs (``text``, ``template``, ``track``,
-``propose``, ``match``), a copy of the tokenizer files in ``tokenizer/`` and
+An export folder holds the ONNX graphs (``text``, ``propose``, ``match``, and the trunk
+at the online tracker's three input shapes: ``trunk_crop``, ``trunk_scales``,
+``trunk_window``), a copy of the tokenizer files in ``tokenizer/`` and
 ``manifest.json`` describing every graph (file, sha256, input/output names,
 shapes and dtypes), the opset, the model config and the sha256 of the weights
 it came from. It is everything the onnxruntime and TensorRT backends need.
@@ -27,8 +28,9 @@ log = logging.getLogger(__name__)
 
 MANIFEST = "manifest.json"
 FORMAT = "vl_tracker-onnx"
-FORMAT_VERSION = 2
-GRAPHS = ("text", "template", "track", "propose", "match")
+#: 3: the trunk graphs of the online tracker replace the learned head's template and track graphs
+FORMAT_VERSION = 3
+GRAPHS = ("text", "propose", "match", "trunk_crop", "trunk_scales", "trunk_window")
 TOKENIZER_DIR = "tokenizer"
 
 

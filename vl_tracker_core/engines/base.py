@@ -2,11 +2,12 @@
 
 Inputs are uint8 RGB patches already cropped/letterboxed by ``data.crops``;
 outputs are in input pixels. Backends never see full frames and never keep
-per-target state: the tracker owns it. Five calls:
+per-target state: the tracker (and its online model) owns it. Four calls:
 
 - ``encode_text``: once per description;
-- ``encode_template``: once per target (tracking template tokens);
-- ``track``: every frame, a search crop around the last box -> top-k peaks;
+- ``features``: the trunk's stride-8 and stride-16 maps of square patches, every frame (the online
+  model's tracking crop, or its scale-check crops in one batch) and while searching (the re-detection
+  window); each patch size / batch is one static graph;
 - ``propose``: the letterboxed whole frame -> K class-agnostic candidate boxes;
 - ``match``: K candidate crops (from the full-resolution frame) with their geometry,
   plus a template crop -> a probability per candidate and for "none of them", and
@@ -33,17 +34,6 @@ class TextFeatures:
 
 
 @dataclass(frozen=True)
-class Peaks:
-    """Top-k candidates of one forward pass, best first."""
-
-    boxes: np.ndarray  # (k, 4) xywh in input pixels
-    scores: np.ndarray  # (k,) heat-map peak values in [0, 1]
-    confidence: np.ndarray  # (k,) target present and correctly localised, [0, 1]
-    similarity: np.ndarray  # (k,) vision-language similarity, [0, 1]
-    heat: np.ndarray  # (H, W) heat-map logits at stride 8
-
-
-@dataclass(frozen=True)
 class Proposals:
     """K class-agnostic candidates of the letterboxed frame, best first."""
 
@@ -66,9 +56,9 @@ class Engine(Protocol):
 
     def encode_text(self, description: str) -> TextFeatures: ...
 
-    def encode_template(self, text: TextFeatures, template: np.ndarray) -> np.ndarray: ...
-
-    def track(self, text: TextFeatures, template_tokens: np.ndarray, search: np.ndarray) -> Peaks: ...
+    def features(self, patches: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(N, S, S, 3) uint8 -> stride-8 (N, C8, S/8, S/8) and stride-16 (N, C16, S/16, S/16) float32 maps."""
+        ...
 
     def propose(self, image: np.ndarray) -> Proposals: ...
 
@@ -81,10 +71,9 @@ def image_to_nchw(patch: np.ndarray) -> np.ndarray:
     return (np.ascontiguousarray(patch.transpose(2, 0, 1), dtype=np.float32) * (1.0 / 255.0))[None]
 
 
-def peaks_from_outputs(boxes, scores, confidence, similarity, heat) -> Peaks:
-    return Peaks(np.asarray(boxes, np.float64)[0], np.asarray(scores, np.float64)[0],
-                 np.asarray(confidence, np.float64)[0], np.asarray(similarity, np.float64)[0],
-                 np.asarray(heat, np.float32)[0, 0])
+def patches_to_nchw(patches: np.ndarray) -> np.ndarray:
+    """(N, H, W, 3) uint8 -> (N, 3, H, W) float32 in [0, 1]."""
+    return np.ascontiguousarray(patches.transpose(0, 3, 1, 2), dtype=np.float32) * (1.0 / 255.0)
 
 
 def crops_to_nchw(crops: np.ndarray) -> np.ndarray:

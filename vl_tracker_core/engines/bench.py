@@ -2,24 +2,22 @@
 
 ``python -m vl_tracker_core.engines.bench --backend X`` measures one backend and
 prints one JSON object; ``run_bench`` (``vl-tracker bench``) runs that once per
-backend in a subprocess, so each peak RSS (``ru_maxrss``) and the
-``torch_imported`` flag belong to that backend alone, and prints the table.
+backend in a subprocess, so each peak RSS and the ``torch_imported`` flag belong
+to that backend alone, and prints the table.
 
 What is timed, on a generated 640x480 sequence started from the description and
 the first box (NL+BB), after warm-up, as medians:
 
 - image conversion: a BGR8 buffer (as in a sensor_msgs/Image) to an RGB array;
-- preprocessing: the search crop (tracking) and the letterbox (grounding), as
-  ``VLTracker`` calls them;
-- text encoding (once per description) and template encoding (once per target);
-- the networks: ``Engine.track``, ``Engine.propose`` and ``Engine.match`` calls,
-  which include packing the uint8 crops into the input tensors;
-- the global passes as ``VLTracker`` runs them: grounding (letterbox, proposals,
-  K full-resolution candidate crops, matcher) and re-search (the same plus the
-  template agreement and the verifying tracking passes);
-- postprocessing + state machine: the rest of ``VLTracker.step``;
-- overhead per frame: conversion + preprocessing + postprocessing + state
-  machine on tracking frames, i.e. everything outside the networks.
+- text encoding (once per description);
+- the networks, per call: the trunk on the tracking crop, on the scale check's
+  crops (one batch), on the re-detection window; the proposal network and the
+  matcher (grounding, verification), each including packing the uint8 inputs;
+- a tracking frame as ``VLTracker.step`` runs it (trunk, filter, verifier on its
+  frames), and what of it lies outside the networks (crops, the filter's FFTs,
+  the state machine, plus the image conversion);
+- a searching frame (re-detection window, candidate check, verifier) and a
+  grounding frame (letterbox, proposals, candidate crops, matcher).
 """
 
 from __future__ import annotations
@@ -51,7 +49,7 @@ def _median_ms(values: Sequence[float]) -> float | None:
 
 
 class _TimedEngine:
-    """Wraps an engine and records the wall time of every call, by kind."""
+    """Wraps an engine and records the wall time of every call, by kind (trunk calls by input shape)."""
 
     def __init__(self, engine: Any) -> None:
         self.engine = engine
@@ -68,11 +66,11 @@ class _TimedEngine:
     def encode_text(self, description: str):
         return self._timed("text", self.engine.encode_text, description)
 
-    def encode_template(self, text, template):
-        return self._timed("template", self.engine.encode_template, text, template)
-
-    def track(self, text, template_tokens, search):
-        return self._timed("track", self.engine.track, text, template_tokens, search)
+    def features(self, patches):
+        cfg = self.config
+        kind = ("trunk_window" if patches.shape[1] == cfg.redetect_size and patches.shape[1] != cfg.online_crop_size
+                else "trunk_scales" if patches.shape[0] > 1 else "trunk_crop")
+        return self._timed(kind, self.engine.features, patches)
 
     def propose(self, image):
         return self._timed("propose", self.engine.propose, image)
@@ -81,22 +79,11 @@ class _TimedEngine:
         return self._timed("match", self.engine.match, text, crops, geometry, cand_mask, template_crop)
 
 
-def _timed_function(fn: Callable[..., Any], sink: list[float]) -> Callable[..., Any]:
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        start = time.perf_counter()
-        out = fn(*args, **kwargs)
-        sink.append(time.perf_counter() - start)
-        return out
-
-    return wrapper
-
-
 def measure(backend: str, model: str | None, frames: int, threads: int | None, seed: int = 7,
             width: int = 640, height: int = 480) -> dict[str, Any]:
     """Run one backend over a generated sequence and return its timings (this process only)."""
     import cv2
 
-    import vl_tracker_core.tracker as tracker_module
     from vl_tracker_core.data.synthetic import SceneConfig, SyntheticScene
     from vl_tracker_core.engines import create_engine
     from vl_tracker_core.tracker import TrackerParams, VLTracker, load_default_params
@@ -116,86 +103,67 @@ def measure(backend: str, model: str | None, frames: int, threads: int | None, s
         text_times.append(time.perf_counter() - t0)
 
     scene = SyntheticScene(seed, frames + WARMUP_FRAMES, SceneConfig(width=width, height=height))
-    box0 = scene.target_box(0)
     timed = _TimedEngine(engine)
-    tracker = VLTracker(timed, TrackerParams.from_dict(load_default_params()))
-    # Count the tracker's own crop/letterbox calls (bench-only instrumentation of its module globals).
-    crop_times: list[float] = []
-    letterbox_times: list[float] = []
-    original = (tracker_module.crop_around, tracker_module.letterbox)
-    tracker_module.crop_around = _timed_function(original[0], crop_times)
-    tracker_module.letterbox = _timed_function(original[1], letterbox_times)
-    convert, step, rest, calls_track, calls_propose, calls_match, calls_template = [], [], [], [], [], [], []
-    tracking_total, tracking_rest = [], []
+    params = TrackerParams.from_dict(load_default_params())
+    tracker = VLTracker(timed, params)
+    by_kind: dict[str, list[float]] = {}
+    convert: list[float] = []
+    tracking_total: list[float] = []
+    tracking_outside: list[float] = []
+    searching_total: list[float] = []
+    grounding_total: list[float] = []
     states: dict[str, int] = {}
-    try:
-        for t in range(frames + WARMUP_FRAMES):
-            bgr = cv2.cvtColor(scene.render(t), cv2.COLOR_RGB2BGR).tobytes()  # what a camera driver publishes
+
+    def record(kind: str, t_start: float, t_end: float, convert_s: float) -> None:
+        network = sum(d for _, d in timed.calls)
+        for name, d in timed.calls:
+            by_kind.setdefault(name, []).append(d)
+        if kind == "tracking":
+            tracking_total.append(t_end - t_start + convert_s)
+            tracking_outside.append(max(0.0, t_end - t_start - network) + convert_s)
+        elif kind == "searching":
+            searching_total.append(t_end - t_start)
+        else:
+            grounding_total.append(t_end - t_start)
+
+    box0 = scene.target_box(0)
+    for t in range(frames + WARMUP_FRAMES):
+        bgr = cv2.cvtColor(scene.render(t), cv2.COLOR_RGB2BGR).tobytes()  # what a camera driver publishes
+        t0 = time.perf_counter()
+        rgb = cv2.cvtColor(np.frombuffer(bgr, np.uint8).reshape(height, width, 3), cv2.COLOR_BGR2RGB)
+        t1 = time.perf_counter()
+        before = tracker.state
+        timed.calls.clear()
+        # NL+BB start: the tracking frames are what a real-time tracker spends its time on, whatever the
+        # weights' grounding ability (grounding and searching frames are timed below).
+        result = tracker.initialize(rgb, scene.description, box0) if t == 0 else tracker.step(rgb)
+        t2 = time.perf_counter()
+        if t < WARMUP_FRAMES:
+            continue
+        convert.append(t1 - t0)
+        states[result.state.name] = states.get(result.state.name, 0) + 1
+        kind = {TrackState.TRACKING: "tracking", TrackState.SEARCHING: "searching"}.get(before, "grounding")
+        record(kind, t1, t2, t1 - t0)
+
+    # Searching and grounding frames directly, on frames where the target is in view: a searching frame that
+    # re-acquires is put back to SEARCHING, so every sample is the full re-search.
+    frame = scene.render(0)
+    probe = VLTracker(timed, params)
+    probe.initialize(frame, scene.description, box0)
+    samples = max(5, min(20, frames))
+    for kind, state in (("searching", TrackState.SEARCHING), ("grounding", TrackState.GROUNDING)):
+        for _ in range(samples):
+            probe.state = state
+            probe._since_seen = 0
             timed.calls.clear()
-            n_crop, n_letterbox = len(crop_times), len(letterbox_times)
             t0 = time.perf_counter()
-            rgb = cv2.cvtColor(np.frombuffer(bgr, np.uint8).reshape(height, width, 3), cv2.COLOR_BGR2RGB)
-            t1 = time.perf_counter()
-            # NL+BB start: the tracking frames are what a real-time tracker spends its time on, whatever
-            # the weights' grounding ability (grounding is timed on the searching frames and directly below).
-            result = tracker.initialize(rgb, scene.description, box0) if t == 0 else tracker.step(rgb)
-            t2 = time.perf_counter()
-            if t < WARMUP_FRAMES:
-                continue
-            network = sum(d for _, d in timed.calls)
-            prep = sum(crop_times[n_crop:]) + sum(letterbox_times[n_letterbox:])
-            convert.append(t1 - t0)
-            step.append(t2 - t1)
-            rest.append(max(0.0, (t2 - t1) - network - prep))
-            kinds = [k for k, _ in timed.calls]
-            if result.state == TrackState.TRACKING and kinds == ["track"]:
-                tracking_total.append(t2 - t0)
-                tracking_rest.append(rest[-1])
-            states[result.state.name] = states.get(result.state.name, 0) + 1
-            for kind, d in timed.calls:
-                {"track": calls_track, "propose": calls_propose, "match": calls_match,
-                 "template": calls_template}.get(kind, []).append(d)
-        # With untrained weights the tracker may rarely track: time the networks directly on real crops too,
-        # so every backend gets enough samples of each call.
-        from vl_tracker_core.data.crops import crop_around, letterbox
+            probe.step(frame)
+            record(kind, t0, time.perf_counter(), 0.0)
 
-        text = engine.encode_text(scene.description)
-        box = next((b for b in (scene.target_box(t) for t in range(scene.num_frames)) if b is not None),
-                   (width / 2 - 20, height / 2 - 20, 40, 40))
-        frame = scene.render(0)
-        template_patch, _ = original[0](frame, box, engine.config.template_factor, engine.config.template_size)
-        tokens = engine.encode_template(text, template_patch)
-        search, _ = crop_around(frame, box, engine.config.search_factor, engine.config.search_size)
-        image, _ = letterbox(frame, engine.config.ground_size)
-        # The global passes exactly as the tracker runs them, on a frame with its template stored.
-        probe = VLTracker(engine, TrackerParams.from_dict(load_default_params()))
-        probe.initialize(frame, scene.description, box)
-        k, c = engine.config.candidates, engine.config.candidate_size
-        crops = np.zeros((k, c, c, 3), np.uint8)
-        geometry = np.full((k, 6), 0.5, np.float32)
-        cand_mask = np.ones(k, np.float32)
-        calls_ground_pass: list[float] = []
-        calls_research_pass: list[float] = []
-        for samples, fn in ((calls_track, lambda: engine.track(text, tokens, search)),
-                            (calls_propose, lambda: engine.propose(image)),
-                            (calls_match, lambda: engine.match(text, crops, geometry, cand_mask, crops[0])),
-                            (calls_template, lambda: engine.encode_template(text, template_patch)),
-                            (calls_ground_pass, lambda: probe._best_global(frame, verify=False)),
-                            (calls_research_pass, lambda: probe._best_global(frame, verify=True))):
-            while len(samples) < max(5, min(20, frames)):
-                t0 = time.perf_counter()
-                fn()
-                samples.append(time.perf_counter() - t0)
-    finally:
-        tracker_module.crop_around, tracker_module.letterbox = original
+    def med(kind: str) -> float | None:
+        return _median_ms(by_kind.get(kind, []))
 
-    convert_ms = _median_ms(convert)
-    crop_ms = _median_ms(crop_times[-frames:])
-    post_ms = _median_ms(tracking_rest or rest)
-    track_ms = _median_ms(calls_track)
-    overhead_ms = round(convert_ms + (crop_ms or 0.0) + post_ms, 4)
-    total_ms = (round(statistics.median(tracking_total) * 1000.0, 4) if tracking_total
-                else round(overhead_ms + track_ms, 4))
+    total_ms = _median_ms(tracking_total)
     return {
         "available": True,
         "backend": backend,
@@ -204,19 +172,19 @@ def measure(backend: str, model: str | None, frames: int, threads: int | None, s
         "frames": frames,
         "frame_size": [width, height],
         "load_s": round(load_s, 3),
-        "convert_ms": convert_ms,
-        "crop_ms": crop_ms,
-        "letterbox_ms": _median_ms(letterbox_times),
+        "convert_ms": _median_ms(convert),
         "text_ms": _median_ms(text_times),
-        "template_ms": _median_ms(calls_template),
-        "propose_ms": _median_ms(calls_propose),
-        "match_ms": _median_ms(calls_match),
-        "ground_pass_ms": _median_ms(calls_ground_pass),
-        "research_pass_ms": _median_ms(calls_research_pass),
-        "track_ms": track_ms,
-        "post_state_ms": post_ms,
-        "overhead_ms": overhead_ms,
+        "trunk_crop_ms": med("trunk_crop"),
+        "trunk_scales_ms": med("trunk_scales"),
+        "trunk_window_ms": med("trunk_window"),
+        "propose_ms": med("propose"),
+        "match_ms": med("match"),
+        "tracking_mean_ms": round(statistics.fmean(tracking_total) * 1000.0, 4) if tracking_total else None,
+        "overhead_ms": _median_ms(tracking_outside),
         "total_ms": total_ms,
+        "tracking_p95_ms": round(float(np.percentile(tracking_total, 95)) * 1000.0, 4) if tracking_total else None,
+        "searching_ms": _median_ms(searching_total),
+        "grounding_ms": _median_ms(grounding_total),
         "fps": round(1000.0 / total_ms, 2) if total_ms else None,
         "tracking_frames": len(tracking_total),
         "states": states,
@@ -257,18 +225,18 @@ def _child(backend: str, model: str | None, frames: int, threads: int | None, ti
 
 _ROWS = (
     ("image conversion (BGR8 -> RGB)", "convert_ms"),
-    ("preprocessing: search crop", "crop_ms"),
-    ("preprocessing: letterbox (grounding frames)", "letterbox_ms"),
     ("text encoding (once per description)", "text_ms"),
-    ("template encoding (once per target)", "template_ms"),
-    ("proposal network (whole frame)", "propose_ms"),
-    ("matcher network (K candidate crops)", "match_ms"),
-    ("global grounding pass (letterbox, proposals, crops, matcher)", "ground_pass_ms"),
-    ("global re-search pass (+ template agreement, verifying tracking passes)", "research_pass_ms"),
-    ("tracking network (every call, with re-search's verifying passes)", "track_ms"),
-    ("postprocessing + state machine", "post_state_ms"),
+    ("trunk on the tracking crop (network)", "trunk_crop_ms"),
+    ("trunk on the scale check's crops, one batch (network)", "trunk_scales_ms"),
+    ("trunk on the re-detection window (network)", "trunk_window_ms"),
+    ("proposal network (whole frame, grounding)", "propose_ms"),
+    ("matcher network (grounding, verifier)", "match_ms"),
     ("outside the networks, per tracking frame", "overhead_ms"),
-    ("total per tracking frame", "total_ms"),
+    ("total per tracking frame (median)", "total_ms"),
+    ("total per tracking frame (mean)", "tracking_mean_ms"),
+    ("total per tracking frame (95th percentile)", "tracking_p95_ms"),
+    ("searching frame (window, candidate check, verifier)", "searching_ms"),
+    ("grounding frame (letterbox, proposals, crops, matcher)", "grounding_ms"),
 )
 
 
@@ -304,8 +272,8 @@ def speedups(results: dict[str, dict[str, Any]]) -> dict[str, dict[str, float]]:
     for name, r in results.items():
         if name == "torch" or not r.get("available"):
             continue
-        out[name] = {key: round(base[key] / r[key], 3) for key in ("track_ms", "propose_ms", "match_ms",
-                                                                       "ground_pass_ms", "total_ms", "text_ms")
+        out[name] = {key: round(base[key] / r[key], 3) for key in ("trunk_crop_ms", "propose_ms", "match_ms",
+                                                                       "searching_ms", "total_ms", "text_ms")
                      if base.get(key) and r.get(key)}
     return out
 

@@ -1,12 +1,12 @@
 """Export a checkpoint to ONNX graphs with static shapes, plus ``manifest.json`` and the tokenizer files.
 
-Graphs (batch 1, every shape fixed by the model config)::
+Graphs (every shape fixed by the model config)::
 
-    text      input_ids (1, L) int64, attention_mask (1, L) int64          -> last_hidden_state (1, L, H)
-    template  text_tokens (1, L, H), text_mask (1, L), template (1, 3, T, T) -> template_tokens (1, (T/16)^2, D)
-    track     text_tokens, text_mask, template_tokens, search (1, 3, S, S)  -> boxes, scores, confidence,
-                                                                               similarity, heat
-    propose   image (1, 3, G, G)                                          -> boxes (1, K, 4), scores (1, K)
+    text          input_ids (1, L) int64, attention_mask (1, L) int64 -> last_hidden_state (1, L, H)
+    trunk_crop    patches (1, 3, S, S): the online tracker's crop    -> f8 (1, C8, S/8, S/8), f16 (1, C16, S/16, S/16)
+    trunk_scales  patches (n, 3, S, S): its scale check, one batch   -> f8, f16 with batch n
+    trunk_window  patches (1, 3, R, R): the re-detection window      -> f8 (1, C8, R/8, R/8), f16
+    propose       image (1, 3, G, G)                                 -> boxes (1, K, 4), scores (1, K)
     match     text_tokens, text_mask, crops (1, K, 3, C, C), geometry (1, K, 6), cand_mask (1, K),
               template_crop (1, 3, C, C)                                  -> probs (1, K + 1), template_sim (1, K)
 
@@ -41,7 +41,7 @@ from vl_tracker_core.atomic import OutputDirError, check_replaceable, staging_di
 from vl_tracker_core.engines.artifacts import FORMAT, FORMAT_VERSION, MANIFEST, TOKENIZER_DIR, ExportError
 from vl_tracker_core.engines.torch_engine import fold_batchnorm
 from vl_tracker_core.models.checkpoint import WEIGHTS, load_checkpoint, sha256_file, shipped_checkpoint_dir
-from vl_tracker_core.models.network import MatchGraph, ProposeGraph, TemplateGraph, TrackGraph
+from vl_tracker_core.models.network import MatchGraph, ProposeGraph, TrunkGraph
 from vl_tracker_core.models.text import Tokenizer, resolve_text_encoder
 
 log = logging.getLogger(__name__)
@@ -272,8 +272,7 @@ def export_model(out_dir: str | os.PathLike, model: str | os.PathLike | None = N
         text_graph = _TextGraph(text_model).eval()
         with torch.no_grad():
             feats = [(text_graph(*x), x[1].float()) for x in (ids, ids_verify)]
-        template_graph = TemplateGraph(folded).eval()
-        track_graph = TrackGraph(folded).eval()
+        trunk_graph = TrunkGraph(folded).eval()
         propose_graph = ProposeGraph(folded).eval()
         match_graph = MatchGraph(folded).eval()
         k, c = cfg.candidates, cfg.candidate_size
@@ -283,16 +282,17 @@ def export_model(out_dir: str | os.PathLike, model: str | os.PathLike | None = N
             mask = torch.ones(1, k)
             mask[0, -1] = 0.0  # a masked-out candidate, as the tracker sends for a box outside the frame
             return [*feat, torch.rand(1, k, 3, c, c, generator=generator), geometry, mask, image(c)]
-        with torch.no_grad():
-            tokens = [template_graph(t, m, image(cfg.template_size)) for t, m in feats]
+
+        def patches(n: int, size: int) -> list[list[torch.Tensor]]:
+            return [[torch.rand(n, 3, size, size, generator=generator)] for _ in range(2)]
 
         text_in = ("text_tokens", "text_mask")
         jobs: list[tuple[str, nn.Module, tuple[str, ...], tuple[str, ...], list[list[torch.Tensor]]]] = [
             ("text", text_graph, ("input_ids", "attention_mask"), ("last_hidden_state",), [ids, ids_verify]),
-            ("template", template_graph, (*text_in, "template"), ("template_tokens",),
-             [[*f, image(cfg.template_size)] for f in feats]),
-            ("track", track_graph, (*text_in, "template_tokens", "search"), TrackGraph.OUTPUTS,
-             [[*f, tok, image(cfg.search_size)] for f, tok in zip(feats, tokens, strict=True)]),
+            ("trunk_crop", trunk_graph, ("patches",), TrunkGraph.OUTPUTS, patches(1, cfg.online_crop_size)),
+            ("trunk_scales", trunk_graph, ("patches",), TrunkGraph.OUTPUTS,
+             patches(cfg.online_scales, cfg.online_crop_size)),
+            ("trunk_window", trunk_graph, ("patches",), TrunkGraph.OUTPUTS, patches(1, cfg.redetect_size)),
             ("propose", propose_graph, ("image",), ProposeGraph.OUTPUTS,
              [[image(cfg.ground_size)] for _ in feats]),
             ("match", match_graph, (*text_in, "crops", "geometry", "cand_mask", "template_crop"), MatchGraph.OUTPUTS,

@@ -15,20 +15,19 @@ import numpy as np
 from vl_tracker_core.engines.artifacts import TOKENIZER_DIR, manifest_config
 from vl_tracker_core.engines.base import (
     Matches,
-    Peaks,
     Proposals,
     TextFeatures,
     crops_to_nchw,
     image_to_nchw,
     matches_from_outputs,
-    peaks_from_outputs,
+    patches_to_nchw,
     proposals_from_outputs,
 )
 from vl_tracker_core.models.text import Tokenizer, clean_description
 
 
 class ExportedEngine:
-    """Engine interface over the five exported graphs; subclasses run them."""
+    """Engine interface over the exported graphs; subclasses run them."""
 
     name = "exported"
     #: descriptions whose token features are kept (the tracker asks once per description anyway)
@@ -40,6 +39,9 @@ class ExportedEngine:
         self.config = manifest_config(manifest)
         self.tokenizer = Tokenizer(self.export_dir / TOKENIZER_DIR, self.config.max_text_tokens)
         self._text_cache: OrderedDict[str, TextFeatures] = OrderedDict()
+        # The trunk graphs by the (N, S, S) patches they take.
+        self._trunks = {tuple(g["inputs"][0]["shape"][i] for i in (0, 2, 3)): name
+                        for name, g in manifest["graphs"].items() if name.startswith("trunk_")}
         # Expected (H, W) of each image input, to turn a wrong crop size into a clear error.
         self._patch_shapes = {
             (graph, spec["name"]): tuple(spec["shape"][2:])
@@ -71,15 +73,13 @@ class ExportedEngine:
             self._text_cache.popitem(last=False)
         return features
 
-    def encode_template(self, text: TextFeatures, template: np.ndarray) -> np.ndarray:
-        feeds = {"text_tokens": text.tokens, "text_mask": text.mask,
-                 "template": self._patch("template", "template", template)}
-        return self._run("template", feeds)[0]
-
-    def track(self, text: TextFeatures, template_tokens: np.ndarray, search: np.ndarray) -> Peaks:
-        feeds = {"text_tokens": text.tokens, "text_mask": text.mask, "template_tokens": template_tokens,
-                 "search": self._patch("track", "search", search)}
-        return peaks_from_outputs(*self._run("track", feeds))
+    def features(self, patches: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        graph = self._trunks.get((patches.shape[0], *patches.shape[1:3])) if patches.ndim == 4 else None
+        if graph is None or patches.shape[3] != 3:
+            raise ValueError(f"trunk graphs: patches of shape {patches.shape}; the export takes (N, S, S, 3) uint8 "
+                             f"with (N, S, S) one of {sorted(self._trunks)} (see the model config)")
+        f8, f16 = self._run(graph, {"patches": patches_to_nchw(patches)})
+        return f8, f16
 
     def propose(self, image: np.ndarray) -> Proposals:
         return proposals_from_outputs(*self._run("propose", {"image": self._patch("propose", "image", image)}))

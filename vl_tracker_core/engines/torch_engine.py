@@ -11,17 +11,16 @@ from torch import nn
 
 from vl_tracker_core.engines.base import (
     Matches,
-    Peaks,
     Proposals,
     TextFeatures,
     crops_to_nchw,
     image_to_nchw,
     matches_from_outputs,
-    peaks_from_outputs,
+    patches_to_nchw,
     proposals_from_outputs,
 )
 from vl_tracker_core.models.checkpoint import load_checkpoint
-from vl_tracker_core.models.network import JointVLNet, MatchGraph, ProposeGraph, TrackGraph
+from vl_tracker_core.models.network import JointVLNet, MatchGraph, ProposeGraph, TrunkGraph
 from vl_tracker_core.models.text import TextEncoder, clean_description
 
 
@@ -63,7 +62,7 @@ class TorchEngine:
         self.config = net.config
         with torch.no_grad():
             self.net = fold_batchnorm(copy.deepcopy(net).cpu().eval()).to(self.device).eval()
-        self._track = TrackGraph(self.net)
+        self._trunk = TrunkGraph(self.net)
         self._propose = ProposeGraph(self.net)
         self._match = MatchGraph(self.net)
         self.text_encoder = text_encoder or TextEncoder(self.config.text_encoder, self.config.max_text_tokens)
@@ -77,15 +76,9 @@ class TorchEngine:
         return torch.from_numpy(np.ascontiguousarray(array)).to(self.device)
 
     @torch.inference_mode()
-    def encode_template(self, text: TextFeatures, template: np.ndarray) -> np.ndarray:
-        tokens = self.net.encode_template(self._t(text.tokens), self._t(text.mask), self._t(image_to_nchw(template)))
-        return tokens.cpu().numpy()
-
-    @torch.inference_mode()
-    def track(self, text: TextFeatures, template_tokens: np.ndarray, search: np.ndarray) -> Peaks:
-        out = self._track(self._t(text.tokens), self._t(text.mask), self._t(template_tokens),
-                          self._t(image_to_nchw(search)))
-        return peaks_from_outputs(*(o.cpu().numpy() for o in out))
+    def features(self, patches: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        f8, f16 = self._trunk(self._t(patches_to_nchw(patches)))
+        return f8.cpu().numpy(), f16.cpu().numpy()
 
     @torch.inference_mode()
     def propose(self, image: np.ndarray) -> Proposals:

@@ -19,7 +19,7 @@ KINDS = ("colour", "shape", "pattern", "size", "relation")
 
 
 def grounding_check(engine: Any, scenes: int = 200, seed: int = 500_000, paraphrases: str = "unseen",
-                    progress: bool = True, refine: bool = True) -> dict[str, Any]:
+                    progress: bool = True) -> dict[str, Any]:
     """Ground ``scenes`` fresh first frames (scene seeds ``seed``, ``seed + 1``, ...) through ``VLTracker``."""
     from tqdm import tqdm
 
@@ -28,7 +28,7 @@ def grounding_check(engine: Any, scenes: int = 200, seed: int = 500_000, paraphr
     from vl_tracker_core.data.synthetic import SceneConfig, SyntheticScene
     from vl_tracker_core.tracker import TrackerParams, VLTracker
 
-    tracker = VLTracker(engine, TrackerParams(variant="no_switch", refine_grounding=refine))
+    tracker = VLTracker(engine, TrackerParams(variant="no_switch"))
     rows = []
     for i in tqdm(range(scenes), desc=f"ground-check ({paraphrases})", unit="scene", disable=not progress):
         scene = SyntheticScene(seed + i, 1, SceneConfig(), paraphrases=paraphrases)
@@ -51,7 +51,6 @@ def grounding_check(engine: Any, scenes: int = 200, seed: int = 500_000, paraphr
 
     report: dict[str, Any] = {
         "scenes": scenes, "seed": seed, "paraphrases": paraphrases, "candidates": engine.config.candidates,
-        "refine_grounding": refine,
         "proposal_recall": rate(rows, "recalled"), "first_frame": rate(rows, "grounded"),
         "matcher_given_recall": rate([r for r in rows if r["recalled"]], "grounded"),
         "by_kind": {},
@@ -67,7 +66,7 @@ def grounding_check(engine: Any, scenes: int = 200, seed: int = 500_000, paraphr
 
 def format_report(report: dict[str, Any]) -> str:
     lines = [f"first-frame grounding on {report['scenes']} fresh scenes ({report['paraphrases']} wording, "
-             f"K = {report['candidates']} candidates, refine_grounding {report['refine_grounding']})", "",
+             f"K = {report['candidates']} candidates)", "",
              "| description uses | scenes | grounded (IoU > 0.5) | proposal recall | matcher, given recall |",
              "|---|---:|---:|---:|---:|",
              f"| all | {report['scenes']} | {report['first_frame']:.3f} | {report['proposal_recall']:.3f} | "

@@ -52,8 +52,13 @@ class ModelConfig:
     text_encoder: str = "default"
     text_dim: int = 384
     max_text_tokens: int = 24
-    #: peaks returned per tracking pass
+    #: peaks returned per tracking pass of the learned head (training's validation only)
     top_k: int = 5
+    #: the online tracker's trunk inputs: the tracking crop's side, crops per scale check (one batched pass),
+    #: and the side of the re-detection window searched while the target is lost (all static export shapes)
+    online_crop_size: int = 256
+    online_scales: int = 3
+    redetect_size: int = 384
     extra: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -61,7 +66,8 @@ class ModelConfig:
             raise ConfigError(f"dim {self.dim} is not divisible by heads {self.heads}")
         if self.matcher_dim % 4:
             raise ConfigError(f"matcher_dim {self.matcher_dim} must be divisible by 4 (its attention heads)")
-        for key in ("template_size", "search_size", "ground_size", "candidate_size"):
+        for key in ("template_size", "search_size", "ground_size", "candidate_size", "online_crop_size",
+                    "redetect_size"):
             if getattr(self, key) % 16:
                 raise ConfigError(f"{key} {getattr(self, key)} must be a multiple of 16 (the token stride)")
         if self.max_text_tokens < 4:
@@ -71,6 +77,12 @@ class ModelConfig:
                               "that end at stride 16)")
         if not 0 <= self.trunk_train_from <= self.trunk_blocks:
             raise ConfigError(f"trunk_train_from {self.trunk_train_from} must lie in 0..{self.trunk_blocks}")
+        if self.redetect_size < self.online_crop_size:
+            raise ConfigError(f"redetect_size {self.redetect_size} must be at least online_crop_size "
+                              f"{self.online_crop_size} (the window must hold a tracking crop)")
+        if self.online_scales < 1 or self.online_scales % 2 == 0:
+            raise ConfigError(f"online_scales {self.online_scales} must be odd (the current size and as many "
+                              "steps either side)")
         if self.candidates < 2:
             raise ConfigError("candidates must be at least 2")
 

@@ -302,29 +302,18 @@ def _peaks(heat_logits: Tensor, size: Tensor, offset: Tensor, input_size: int,
     return scores, index, torch.stack([cx - bw / 2, cy - bh / 2, bw, bh], dim=-1)
 
 
-class TrackGraph(nn.Module):
-    """Export wrapper: the tracking mode with only the decoded outputs."""
+class TrunkGraph(nn.Module):
+    """Export wrapper: square patches (N, 3, S, S) in [0, 1] -> the trunk's stride-8 and stride-16 maps (the
+    online tracker's features; one graph per patch size and batch)."""
 
-    OUTPUTS = ("boxes", "scores", "confidence", "similarity", "heat")
-
-    def __init__(self, net: JointVLNet) -> None:
-        super().__init__()
-        self.net = net
-
-    def forward(self, text_tokens: Tensor, text_mask: Tensor, template_tokens: Tensor, search: Tensor):
-        out = self.net.forward_track(text_tokens, text_mask, template_tokens, search)
-        return tuple(out[k] for k in self.OUTPUTS)
-
-
-class TemplateGraph(nn.Module):
-    """Export wrapper: template crop -> template tokens (run once per target)."""
+    OUTPUTS = ("f8", "f16")
 
     def __init__(self, net: JointVLNet) -> None:
         super().__init__()
         self.net = net
 
-    def forward(self, text_tokens: Tensor, text_mask: Tensor, template: Tensor) -> Tensor:
-        return self.net.encode_template(text_tokens, text_mask, template)
+    def forward(self, patches: Tensor):
+        return self.net.features(patches)
 
 
 class ProposeGraph(nn.Module):
