@@ -468,20 +468,22 @@ def test_bench_reports_each_backend_from_a_fresh_process(export_dir, tmp_path):
                 "grounding_ms", "overhead_ms", "rss_mb", "convert_ms", "text_ms", "total_ms"):
         assert ort[key] > 0, key
     assert report["tensorrt"]["available"] is False and "TensorRT" in report["tensorrt"]["reason"]
-    assert json.loads((tmp_path / "bench.json").read_text())["onnxruntime"]["track_ms"] == ort["track_ms"]
+    assert json.loads((tmp_path / "bench.json").read_text())["onnxruntime"]["total_ms"] == ort["total_ms"]
+    assert ort["total_ms"] >= ort["trunk_crop_ms"]  # a tracking frame runs the trunk at least once
+    assert ort["trunk_scales_ms"] > ort["trunk_crop_ms"]  # three crops cost more than one
     table = "\n".join(lines)
-    assert "| tracking network (every call" in table and "tensorrt: unavailable" in table
+    assert "| total per tracking frame (median)" in table and "tensorrt: unavailable" in table
 
 
 def test_bench_speedups_are_torch_time_over_backend_time():
     from vl_tracker_core.engines.bench import speedups
 
-    results = {"torch": {"available": True, "track_ms": 10.0, "ground_pass_ms": 30.0, "total_ms": 12.0,
+    results = {"torch": {"available": True, "trunk_crop_ms": 10.0, "searching_ms": 30.0, "total_ms": 12.0,
                          "text_ms": 5.0},
-               "onnxruntime": {"available": True, "track_ms": 5.0, "ground_pass_ms": 20.0, "total_ms": 6.0,
+               "onnxruntime": {"available": True, "trunk_crop_ms": 5.0, "searching_ms": 20.0, "total_ms": 6.0,
                                "text_ms": 4.0},
                "tensorrt": {"available": False, "reason": "no GPU"}}
-    assert speedups(results) == {"onnxruntime": {"track_ms": 2.0, "ground_pass_ms": 1.5, "total_ms": 2.0,
+    assert speedups(results) == {"onnxruntime": {"trunk_crop_ms": 2.0, "searching_ms": 1.5, "total_ms": 2.0,
                                                  "text_ms": 1.25}}
 
 

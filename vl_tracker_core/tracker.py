@@ -72,7 +72,7 @@ class TrackerParams:
     accept_threshold: float = 0.6
     #: score the first grounding after a new description needs (the operator has just said the target is
     #: in view, so this may be lower than T_accept; a wrong pick scores low while tracking and is dropped)
-    ground_threshold: float = 0.3
+    ground_threshold: float = 0.5
     #: run the re-search every k-th frame while SEARCHING
     research_interval: int = 1
     #: re-detection candidates checked with a tracking pass and the verifier per searching frame

@@ -339,6 +339,8 @@ def _report(options: SoakOptions, pipeline: TrackerPipeline, processed: int, val
     for state in sorted({st for _, _, st in latencies}):
         a = [ms for i, ms, st in latencies if st == state and warm_end <= i < warm_end + tenth]
         b = [ms for i, ms, st in latencies if st == state and i >= n - tenth]
+        if not a and not b:
+            continue  # seen only between the two windows: nothing to compare
         by_state[state] = {"first_frames": len(a), "first_p50_ms": _percentile(a, 50),
                            "first_p99_ms": _percentile(a, 99), "last_frames": len(b),
                            "last_p50_ms": _percentile(b, 50), "last_p99_ms": _percentile(b, 99)}
