@@ -36,3 +36,23 @@ def export_dir(checkpoint, tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("export") / "tiny"
     export_model(out, checkpoint)
     return out
+
+
+def pytest_terminal_summary(terminalreporter, exitstatus, config):
+    """One line saying what was skipped and why, grouped by what is missing (README: "Tests")."""
+    skipped = terminalreporter.stats.get("skipped", [])
+    if not skipped:
+        return
+    groups: dict[str, int] = {}
+    for report in skipped:
+        reason = str(report.longrepr[2]) if isinstance(report.longrepr, tuple) else str(report.longrepr)
+        reason = reason.removeprefix("Skipped: ")
+        if "shared" in reason:
+            key = "../shared/data is not beside the checkout"
+        elif "rclpy" in reason or "ROS 2" in reason:
+            key = "ROS 2 (rclpy) is not installed or sourced"
+        else:
+            key = reason
+        groups[key] = groups.get(key, 0) + 1
+    parts = [f"{n} because {why}" for why, n in sorted(groups.items(), key=lambda kv: -kv[1])]
+    terminalreporter.write_line(f"vl_tracker: {len(skipped)} skipped: " + "; ".join(parts))

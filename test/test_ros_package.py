@@ -227,9 +227,9 @@ def test_launch_arguments_override_only_when_given():
 
 def test_engine_options_map_node_parameters_to_create_engine():
     values = default_values()
-    assert engine_options(values) == {"backend": "torch", "model": None}
+    assert engine_options(values) == {"backend": "onnxruntime", "model": None}
     values.update(device="cuda", threads=2, engine_cache_dir="/cache")
-    assert engine_options(values) == {"backend": "torch", "model": None, "device": "cuda", "threads": 2}
+    assert engine_options(values) == {"backend": "onnxruntime", "model": None, "device": "cuda", "threads": 2}
     values.update(backend="tensorrt", model="/models/tiny", device="cuda:1")
     assert engine_options(values) == {"backend": "tensorrt", "model": "/models/tiny", "precision": "fp16",
                                       "cache_dir": "/cache", "device": 1}
@@ -272,3 +272,22 @@ def test_launch_file_defines_generate_launch_description_and_the_arguments():
     text = (ROOT / "launch/tracker.launch.py").read_text()
     for remap in ('"image"', '"image/compressed"', '"target_description"', '"init_box"'):
         assert f"({remap}," in text
+
+
+def test_the_synthetic_preset_is_a_valid_partial_params_file():
+    """vl_tracker_core/resources/synthetic.yaml (``--params synthetic``; installed as config/synthetic.yaml):
+    read by the launch file's loader and by the core, every value a valid tracker parameter on top of the
+    defaults, and CMakeLists installs it."""
+    from vl_tracker_core.tracker import TrackerParams, load_default_params, load_params_file, params_file_path
+
+    path = params_file_path("synthetic")
+    assert path == ROOT / "vl_tracker_core/resources/synthetic.yaml"
+    node = load_node_parameters(path)
+    core = load_params_file("synthetic")
+    assert node == {f"tracker.{k}": v for k, v in core.items()}
+    params = TrackerParams.from_dict({**load_default_params(), **core})
+    assert params.reference_rate == 0.0 and params.lost_threshold > TrackerParams().lost_threshold
+    for name, value in node.items():
+        assert type(value) is type(PARAMETERS_BY_NAME[name].default), name
+    assert "vl_tracker_core/resources/synthetic.yaml DESTINATION share/${PROJECT_NAME}/config" in \
+        (ROOT / "CMakeLists.txt").read_text()

@@ -71,18 +71,27 @@ def test_tracking_follows_a_moving_target(tracker):
 def test_lost_after_n_frames_then_no_box_while_searching(tracker):
     tracker.set_target("the white square")
     tracker.step(frame((100, 100, 20, 20)))
-    states = [tracker.step(frame()) for _ in range(6)]
+    # A blob too faint for the matcher (verifier 0) but still seen by the online model scores about 0.3:
+    # under T_lost (0.35), above drop_threshold (0.2).
+    states = [tracker.step(frame((100, 100, 20, 20), level=40)) for _ in range(3)]
+    states += [tracker.step(frame()) for _ in range(3)]
     # Two frames under T_lost are tolerated (N = 3), the third declares the target lost.
     assert [r.state for r in states[:3]] == [TrackState.TRACKING, TrackState.TRACKING, TrackState.SEARCHING]
     assert all(r.box is None for r in states[2:])
     assert [r.frames_since_seen for r in states[2:]] == [1, 2, 3, 4]
 
 
+def test_a_target_that_vanishes_is_dropped_at_once(tracker):
+    tracker.set_target("the white square")
+    tracker.step(frame((100, 100, 20, 20)))
+    r = tracker.step(frame())  # nothing left: the frame scores under drop_threshold
+    assert r.state == TrackState.SEARCHING and r.box is None
+
+
 def _lose(tracker, box=(20, 20, 20, 20)):
     tracker.set_target("the white square")
     tracker.step(frame(box))
-    for _ in range(3):
-        tracker.step(frame())
+    tracker.step(frame())  # gone: dropped at once
     assert tracker.state == TrackState.SEARCHING
 
 

@@ -6,6 +6,7 @@ import argparse
 import json
 import logging
 import sys
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -97,7 +98,7 @@ def _add_eval(sub: argparse._SubParsersAction) -> None:
                    help="fill in sentences where a sequence has none: 'project' (the ones this project wrote, "
                    "vl_tracker_core/resources/real_dev.json) or a JSON file {sequence: sentence}")
     p.add_argument("--backend", default=None,
-                   help="inference backend for learned trackers (torch, onnxruntime, tensorrt)")
+                   help="inference backend for learned trackers (onnxruntime, the default; torch; tensorrt)")
     p.add_argument("--model", type=Path, default=None, help="checkpoint folder for learned trackers (default: shipped)")
     _add_grounder_args(p)
     p.add_argument("--threads", type=int, default=None,
@@ -148,8 +149,9 @@ def _run_compare(args: argparse.Namespace) -> None:
 
 def _add_params_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--params", type=Path, default=None, metavar="YAML",
-                   help="tracker parameters from a file: a ROS 2 params file (as config/tracker.yaml) or a core "
-                   "tracker.yaml (a 'tracker:' section); --set wins over it")
+                   help="tracker parameters from a file: a ROS 2 params file (as config/tracker.yaml), a core "
+                   "tracker.yaml (a 'tracker:' section), or 'synthetic' (the packaged values for the synthetic "
+                   "world; the defaults are the real-camera ones); --set wins over it")
     p.add_argument("--set", nargs="*", default=[], metavar="NAME=V",
                    help="tracker parameters instead of tracker.yaml's, e.g. lost_threshold=0.35 accept_threshold=0.5")
 
@@ -252,7 +254,7 @@ def _add_sweep(sub: argparse._SubParsersAction) -> None:
     _add_params_args(p)
     p.add_argument("--max-sequences", type=int, default=None)
     p.add_argument("--objective", default="auc+lt_f", choices=("auc", "lt_f", "auc+lt_f"))
-    p.add_argument("--backend", default="torch")
+    p.add_argument("--backend", default="onnxruntime")
     p.add_argument("--model", type=Path, default=None, help="checkpoint or export folder (default: shipped)")
     p.add_argument("--split", default=None, help="keep only this named split (real-train for real_dev)")
     p.add_argument("--init", choices=("auto", "nl", "bb", "nl+bb"), default="auto",
@@ -446,7 +448,7 @@ def _add_track(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--init-box", default=None, help="x,y,w,h on the first frame (optional NL+BB start)")
     p.add_argument("--out", type=Path, required=True)
     p.add_argument("--variant", default=None, help="full (default), no_switch, ground_every_frame")
-    p.add_argument("--backend", default="torch")
+    p.add_argument("--backend", default="onnxruntime")
     p.add_argument("--model", type=Path, default=None, help="checkpoint or export folder (default: shipped tiny)")
     _add_grounder_args(p)
     _add_params_args(p)
@@ -473,11 +475,23 @@ def _run_track(args: argparse.Namespace) -> None:
                **({"grounder_model": args.grounder_model} if args.grounder_model else {})}
     if args.params or args.set:
         options["params"] = _tracker_overrides(args)
+    start = time.perf_counter()
     try:
         tracker = create_tracker("vl", args.variant, **options)
     except GrounderError as exc:
         raise UserError(str(exc)) from None
+    load_s = time.perf_counter() - start
+    engine = tracker.engine
+    where = getattr(engine, "export_dir", None) or args.model or "the shipped weights"
+    changed = ", ".join(f"{k}={v}" for k, v in options.get("params", {}).items())
+    grounder = "" if args.grounder in (None, "joint") else f"; grounder {args.grounder}"
+    print(f"backend {engine.name} ({where}), loaded in {load_s:.1f} s; tracker parameters: the packaged "
+          f"defaults{' with ' + changed if changed else ''}{grounder}")
     summary = track_input(tracker, source, text, args.out, init_box=box)
+    why = ("tracking starts from the given box" if box is not None else
+           "grounding: proposals on the whole frame and the matcher, once")
+    print(f"first frame {summary['first_ms']:.0f} ms ({summary['first_state']}; {why}); "
+          f"tracking frames {summary['tracking_mean_ms']:.1f} ms on average")
     print(f"{summary['frames']} frames, target tracked on {summary['tracked_frames']}, "
           f"{summary['mean_ms']:.1f} ms/frame; skipped {summary['skipped_frames']} unreadable")
     print(f"video: {summary['video']}\nper-frame results: {args.out / 'track.csv'}, {args.out / 'track.json'}")
@@ -504,6 +518,8 @@ def _add_make_bag(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", type=Path, required=True, help="the bag folder to write (must not exist)")
     p.add_argument("--storage", choices=("sqlite3", "mcap"), default="sqlite3")
     p.add_argument("--compressed", action="store_true", help="CompressedImage (jpeg) on <image topic>/compressed")
+    p.add_argument("--zstd", action="store_true", help="compress every message with zstd (lossless; rosbag2 "
+                   "message compression, read by ros2 bag play and bag-eval)")
     p.add_argument("--fps", type=float, default=30.0, help="frame rate of the stamps (default 30)")
     p.add_argument("--image-topic", default="/camera/image_raw")
     p.add_argument("--description-topic", default="/target_description")
@@ -533,7 +549,8 @@ def _run_make_bag(args: argparse.Namespace) -> None:
             raise UserError(f"no usable description ({exc}); pass --text") from None
         summary = write_bag(source, args.out, storage=args.storage, compressed=args.compressed, fps=args.fps,
                             image_topic=args.image_topic, description_topic=args.description_topic,
-                            overwrite=args.overwrite, init_box_topic="/init_box" if args.init_box else None)
+                            overwrite=args.overwrite, init_box_topic="/init_box" if args.init_box else None,
+                            zstd=args.zstd)
     except BagWriteError as exc:
         raise UserError(str(exc)) from None
     width, height = summary["size"]
@@ -565,7 +582,9 @@ def _add_bag_eval(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--image-topic", default=None, help="default: the bag's only image topic")
     p.add_argument("--description-topic", default=None, help="default: the std_msgs/String topic *target_description")
     p.add_argument("--init-box-topic", default=None, help="default: the vision_msgs/Detection2D topic *init_box")
-    p.add_argument("--params", type=Path, default=None, help="a ROS 2 params file for the node (config/tracker.yaml)")
+    p.add_argument("--params", type=Path, default=None,
+                   help="a ROS 2 params file for the node (as config/tracker.yaml), or 'synthetic' (the packaged "
+                   "values for the synthetic world)")
     p.add_argument("--backend", default=None, help="torch, onnxruntime or tensorrt (overrides the params file)")
     p.add_argument("--model", type=Path, default=None, help="checkpoint or export folder (default: shipped weights)")
     _add_grounder_args(p)
@@ -592,7 +611,9 @@ def _run_bag_eval(args: argparse.Namespace) -> None:
                                    ("grounder_model", str(args.grounder_model) if args.grounder_model else None))
                  if v is not None}
     try:
-        pipeline = make_pipeline(args.params, overrides)
+        from vl_tracker_core.tracker import params_file_path
+
+        pipeline = make_pipeline(params_file_path(args.params) if args.params else None, overrides)
     except (ParamsFileError, ValueError, GrounderError) as exc:
         raise UserError(str(exc)) from None
     options = BagEvalOptions(args.bag, args.out, gt=args.gt, mode=args.mode, rate=args.rate, text=args.text,
@@ -622,11 +643,13 @@ def _add_demo(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", type=Path, default=Path("out/demo"))
     p.add_argument("--seed", type=int, default=4, help="synthetic scene seed (default 4)")
     p.add_argument("--frames", type=int, default=300, help="frames at 30 fps (default 300: 10 s)")
-    p.add_argument("--backend", default="torch", help="inference backend (default torch, the node's default)")
+    p.add_argument("--backend", default="onnxruntime",
+                   help="inference backend (default onnxruntime, the node's default)")
     p.set_defaults(run=_run_demo)
 
 
 def _run_demo(args: argparse.Namespace) -> None:
+    from vl_tracker_core.tracker import params_file_path
     from vl_tracker_ros.bag_reader import BagError
     from vl_tracker_ros.bag_replay import BagEvalOptions, bag_eval, make_pipeline
     from vl_tracker_ros.bag_writer import source_from_synthetic, write_bag
@@ -641,9 +664,11 @@ def _run_demo(args: argparse.Namespace) -> None:
         # The words a person would type ("the large brown heart"); unseen wordings are measured in BENCHMARKS.
         source = source_from_synthetic(args.seed, args.frames, paraphrases="canonical")
         description = source.description
-        summary = write_bag(source, args.out / name, overwrite=True, init_box_topic=init_box, progress=False)
+        summary = write_bag(source, args.out / name, overwrite=True, init_box_topic=init_box, progress=False,
+                            zstd=True)
     print(f"    {description!r}: {summary['out_of_view_events']} out-of-view episode(s), target absent on "
-          f"{summary['absent_frames']} frames, distractors in view")
+          f"{summary['absent_frames']} frames, distractors in view; {summary['megabytes']:.0f} MB per bag "
+          "(raw rgb8 images, zstd-compressed messages)")
     reports = {}
     engine = None  # loaded once, shared by both replays (each gets its own tracker)
     for step, (label, name, _) in enumerate(runs, start=2):
@@ -651,7 +676,9 @@ def _run_demo(args: argparse.Namespace) -> None:
         print(f"{step}/3 bag-eval --mode realtime ({label.split()[1]} start), shipped model on {args.backend}, "
               f"through the node's processing path -> {folder}")
         try:
-            pipeline = make_pipeline(overrides={"backend": args.backend}, engine=engine)
+            # The synthetic world's values (the node's defaults are the real-camera ones; README: Tracking).
+            pipeline = make_pipeline(params_file_path("synthetic"), overrides={"backend": args.backend},
+                                     engine=engine)
             engine = pipeline.tracker.engine
             reports[label] = bag_eval(BagEvalOptions(args.out / name, folder, mode="realtime", title=f"demo {label}"),
                                       pipeline)
@@ -906,9 +933,8 @@ def _run_soak(args: argparse.Namespace) -> None:
     import json
     from dataclasses import asdict
 
-    from tqdm import tqdm
-
     from vl_tracker_core.atomic import write_text_atomic
+    from vl_tracker_core.progress import progress
     from vl_tracker_ros.bag_replay import make_pipeline
     from vl_tracker_ros.soak import DEFAULT_RATES, SoakOptions, format_soak, load, soak
 
@@ -928,7 +954,7 @@ def _run_soak(args: argparse.Namespace) -> None:
     except ValueError as exc:
         raise UserError(str(exc)) from None
     options = SoakOptions(frames=args.frames, seed=args.seed, rates=rates)
-    with tqdm(total=args.frames, desc="soak", unit="frame", mininterval=2.0) as bar:
+    with progress(total=args.frames, desc="soak", unit="frame", mininterval=2.0) as bar:
         report = soak(pipeline, options, progress=lambda i: bar.update(1))
     print(format_soak(report))
     result = {"soak": asdict(report), "backend": args.backend}

@@ -17,9 +17,9 @@ from pathlib import Path
 
 import cv2
 import numpy as np
-from tqdm import tqdm
 
 from vl_tracker_core.boxes import Box
+from vl_tracker_core.progress import progress as progress_bar
 from vl_tracker_core.trackers.base import TrackResult
 from vl_tracker_core.visualize import draw_overlay
 
@@ -113,8 +113,8 @@ def _track_into(tracker, source: FrameSource, description: str, out_dir: Path, f
     skipped = 0
     size: tuple[int, int] | None = None
     try:
-        for index, frame in tqdm(source, total=source.count or None, desc="track", unit="frame",
-                                 disable=not progress):
+        for index, frame in progress_bar(source, total=source.count or None, desc="track", unit="frame",
+                                         enabled=progress):
             if frame is None:
                 skipped += 1
                 log.warning("frame %d of %s cannot be decoded; skipped", index + 1, source.path)
@@ -140,7 +140,11 @@ def _track_into(tracker, source: FrameSource, description: str, out_dir: Path, f
             csv_writer.writerow({k: row.get(k, "") for k in CSV_FIELDS})
     tracked = [r for r in rows if r.get("state") == "TRACKING"]
     times = [r["processing_ms"] for r in rows if "processing_ms" in r]
+    states = [r["state"] for r in rows if "processing_ms" in r]
     summary = {
+        "first_ms": times[0] if times else float("nan"),
+        "first_state": states[0] if states else None,
+        "tracking_mean_ms": float(np.mean([t for t, s in zip(times, states) if s == "TRACKING"][1:] or [np.nan])),
         "input": str(source.path),
         "description": description,
         "frames": len(rows),

@@ -12,11 +12,13 @@ Who does what (tracking core v4):
 - **tracking**: an online discriminative model (``online.OnlineModel``: correlation filters on the
   pretrained trunk's features, learned from the first box) follows it frame by frame;
 - **the switch**: every frame scores ``w * quality + (1 - w) * verifier``. ``quality`` is the online
-  response's peak and peak-to-sidelobe ratio against their medians over the first frames (1 = as sure as then);
+  response's peak and peak-to-sidelobe ratio against their slow running average over the learned frames
+  (1 = as sure as usual);
   ``verifier`` is the matcher's view of the tracked box: agreement with the stored template and the
   probability that it is the described object (refreshed every ``verify_interval`` frames). The score is
-  smoothed; ``lost_frames`` consecutive frames under ``lost_threshold`` mean lost. The online model learns
-  only from frames scoring at least ``update_threshold`` (an occluder is not learned);
+  smoothed; ``lost_frames`` consecutive frames under ``lost_threshold`` mean lost, and so does a single
+  frame under ``drop_threshold`` (a target that left the view is not boxed for N more frames). The online
+  model learns only from frames scoring at least ``update_threshold`` (an occluder is not learned);
 - **re-search** (SEARCHING): the online model is correlated with a window of the whole frame at the
   target's scale (windows scan the frame when it is larger than one), its best places are checked with a
   tracking pass and the verifier, and accepted at ``accept_threshold`` or above, which is higher than
@@ -66,10 +68,12 @@ class TrackerParams:
     #: EMA factor of the smoothed score (weight of the newest frame)
     smoothing: float = 0.6
     #: T_lost and N: lost after N consecutive frames with the smoothed score under T_lost
-    lost_threshold: float = 0.4
+    lost_threshold: float = 0.3
     lost_frames: int = 3
+    #: a single frame scoring under this is lost at once (the target left the view: no box on the next frames)
+    drop_threshold: float = 0.15
     #: T_accept: a re-search candidate is accepted at or above this score (> T_lost)
-    accept_threshold: float = 0.6
+    accept_threshold: float = 0.5
     #: score the first grounding after a new description needs (the operator has just said the target is
     #: in view, so this may be lower than T_accept; a wrong pick scores low while tracking and is dropped)
     ground_threshold: float = 0.5
@@ -83,22 +87,29 @@ class TrackerParams:
     #: run the verifier on the tracked box every k-th tracking frame (its last answer holds in between)
     verify_interval: int = 5
     #: the online model learns only from frames whose score reaches this
-    update_threshold: float = 0.5
+    update_threshold: float = 0.35
     #: learning rate of the online model (0 = keep the first frame's model)
     learning_rate: float = 0.015
     #: the online model checks the target's size (three crops in one batch) every k-th frame
     scale_interval: int = 2
+    #: how fast the online model's reference (the peak and PSR it calls "as sure as usual") follows the learned
+    #: frames after the first ten; 0 = fixed. Real cameras need it to follow a changing look
+    reference_rate: float = 0.05
 
     def __post_init__(self) -> None:
         if self.variant not in VARIANTS:
             raise ValueError(f"variant {self.variant!r} unknown; choose from {VARIANTS}")
         for name in ("confidence_weight", "smoothing", "lost_threshold", "accept_threshold", "ground_threshold",
-                     "research_template_weight", "update_threshold", "learning_rate"):
+                     "research_template_weight", "update_threshold", "learning_rate", "drop_threshold",
+                     "reference_rate"):
             value = getattr(self, name)
             if not (0.0 <= value <= 1.0) or math.isnan(value):
                 raise ValueError(f"{name} must lie in [0, 1], got {value}")
         if self.smoothing <= 0.0:
             raise ValueError("smoothing must be > 0 (1 means no smoothing)")
+        if self.drop_threshold > self.lost_threshold:
+            raise ValueError(f"drop_threshold ({self.drop_threshold}) must not exceed lost_threshold "
+                             f"({self.lost_threshold})")
         if self.accept_threshold <= self.lost_threshold:
             raise ValueError(f"accept_threshold ({self.accept_threshold}) must be greater than lost_threshold "
                              f"({self.lost_threshold}): that gap is the hysteresis")
@@ -117,7 +128,8 @@ class TrackerParams:
 
     def online(self) -> OnlineParams:
         """The online model's recipe with this tracker's learning rate and scale interval."""
-        return OnlineParams(learning_rate=self.learning_rate, scale_interval=self.scale_interval)
+        return OnlineParams(learning_rate=self.learning_rate, scale_interval=self.scale_interval,
+                            reference_rate=self.reference_rate)
 
 
 def load_default_params() -> dict[str, Any]:
@@ -131,12 +143,28 @@ def load_default_params() -> dict[str, Any]:
     return dict(data.get("tracker", {}))
 
 
+#: Parameter files shipped with the package, by the name ``--params`` also takes.
+PARAMS_PRESETS = ("synthetic",)
+
+
+def params_file_path(spec: str | Path) -> Path:
+    """``spec`` as a file: a path, or the name of a packaged preset (``synthetic``: the synthetic world's
+    values, vl_tracker_core/resources/synthetic.yaml) when no such file exists."""
+    path = Path(spec)
+    if str(spec) in PARAMS_PRESETS and not path.exists():
+        from importlib import resources
+
+        return Path(str(resources.files("vl_tracker_core").joinpath("resources", f"{spec}.yaml")))
+    return path
+
+
 def load_params_file(path: str | Path) -> dict[str, Any]:
     """The tracker parameters of a YAML file: a ``tracker:`` section at the top (the core's format) or under
-    a node's ``ros__parameters`` (a ROS 2 params file such as config/tracker.yaml). Checked by name."""
+    a node's ``ros__parameters`` (a ROS 2 params file such as config/tracker.yaml), or a preset's name
+    (``synthetic``). Checked by name."""
     import yaml
 
-    path = Path(path)
+    path = params_file_path(path)
     try:
         data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
     except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
@@ -224,7 +252,8 @@ class VLTracker:
         """Change thresholds at run time (validated; the current state and the learned model are kept)."""
         self.params = dataclasses.replace(self.params, **changes)
         self.online.params = dataclasses.replace(self.online.params, learning_rate=self.params.learning_rate,
-                                                 scale_interval=self.params.scale_interval)
+                                                 scale_interval=self.params.scale_interval,
+                                                 reference_rate=self.params.reference_rate)
 
     # ------------------------------------------------------------------ Tracker interface (evaluation runner)
     def initialize(self, frame: np.ndarray, description: str | None = None, box: Box | None = None) -> TrackResult:
@@ -302,7 +331,7 @@ class VLTracker:
             self._follow(estimate, box, learn=True)
             return self._result(self._box, self._score, sim, start)
         self._low = self._low + 1 if self._score < p.lost_threshold else 0
-        if self._low >= p.lost_frames or box is None:
+        if self._low >= p.lost_frames or box is None or score < p.drop_threshold:
             self.state = TrackState.SEARCHING
             self._since_seen = 1
             self._scan = 0

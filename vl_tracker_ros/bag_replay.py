@@ -36,6 +36,7 @@ import numpy as np
 from tqdm import tqdm
 
 from vl_tracker_core.engines.base import Engine
+from vl_tracker_core.progress import progress as progress_bar
 from vl_tracker_core.trackers.base import TrackResult, TrackState
 from vl_tracker_core.visualize import draw_overlay
 from vl_tracker_ros.bag_reader import BagDamagedError, BagError, BagMessage, BagReader, describe_topics, open_bag
@@ -516,8 +517,8 @@ def write_video(path: Path, bag_path: Path, topic: str, frames: list[FrameRecord
     try:
         with open_bag(bag_path) as bag:
             messages = bag.messages([topic])
-            for i, item in enumerate(tqdm(messages, total=len(frames), desc="video", unit="frame",
-                                          disable=not progress)):
+            for i, item in enumerate(progress_bar(messages, total=len(frames), desc="video", unit="frame",
+                                                  enabled=progress)):
                 if i >= len(frames):
                     break
                 try:
@@ -608,8 +609,8 @@ def bag_eval(options: BagEvalOptions, pipeline: TrackerPipeline) -> dict:
             raise BagError(f"--out {exc}") from None
         with replacing_dir(options.out, "report.json", "bag-eval output") as staging:
             output = OutputBag(staging / "bag", options.output_storage)
-            bar = tqdm(total=image_count, desc=f"bag-eval {options.mode}", unit="frame",
-                       disable=not options.progress)
+            bar = progress_bar(total=image_count, desc=f"bag-eval {options.mode}", unit="frame",
+                               enabled=options.progress)
             try:
                 replayer = Replayer(pipeline, topics, mode=options.mode, rate=options.rate, text=text,
                                     output=output, progress=bar)

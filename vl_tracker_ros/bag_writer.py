@@ -22,11 +22,11 @@ from typing import Any
 
 import cv2
 import numpy as np
-from rosbags.rosbag2 import StoragePlugin, Writer
-from tqdm import tqdm
+from rosbags.rosbag2 import CompressionFormat, CompressionMode, StoragePlugin, Writer
 
 from vl_tracker_core.boxes import Box
 from vl_tracker_core.data.readers import write_lasot_annotations
+from vl_tracker_core.progress import progress as progress_bar
 from vl_tracker_ros.image_conversion import rgb_to_image_fields
 from vl_tracker_ros.rosbags_types import RosbagsMessageFactory, typestore
 
@@ -127,8 +127,11 @@ def write_bag(source: BagSource, out: Path, *, storage: str = "sqlite3", compres
               fps: float = 30.0, image_topic: str = DEFAULT_IMAGE_TOPIC,
               description_topic: str = DEFAULT_DESCRIPTION_TOPIC, frame_id: str = DEFAULT_FRAME_ID,
               start_ns: int = DEFAULT_START_NS, jpeg_quality: int = 90, overwrite: bool = False,
-              init_box_topic: str | None = None, progress: bool = True) -> dict:
+              init_box_topic: str | None = None, progress: bool = True, zstd: bool = False) -> dict:
     """Write ``source`` as a rosbag2 folder ``out``; returns a summary (topics, counts, duration).
+
+    ``zstd``: every message compressed with zstd (rosbag2's message compression; ``ros2 bag play`` and
+    ``bag-eval`` read it). Lossless, unlike ``compressed`` (JPEG images on ``<topic>/compressed``).
 
     With ``init_box_topic``, the first frame's ground-truth box is also recorded there as a
     vision_msgs/Detection2D (class_id = the description), as if the operator had clicked the target:
@@ -162,15 +165,18 @@ def write_bag(source: BagSource, out: Path, *, storage: str = "sqlite3", compres
     annotations: list[FrameAnnotation] = []
     size: tuple[int, int] | None = None
     try:
-        with Writer(staging, version=BAG_VERSION, storage_plugin=STORAGES[storage]) as writer:
+        writer = Writer(staging, version=BAG_VERSION, storage_plugin=STORAGES[storage])
+        if zstd:
+            writer.set_compression(CompressionMode.MESSAGE, CompressionFormat.ZSTD)
+        with writer:
             text_conn = writer.add_connection(description_topic, "std_msgs/msg/String", typestore=store)
             image_conn = writer.add_connection(topic, image_type, typestore=store)
             # The operator's description arrives 1 ms before the first frame.
             writer.write(text_conn, start_ns - 1_000_000,
                          store.serialize_cdr(factory.make("std_msgs/msg/String", data=source.description),
                                              "std_msgs/msg/String"))
-            for index, (frame, annotation) in enumerate(tqdm(source.frames, total=source.count, unit="frame",
-                                                             desc="make-bag", disable=not progress)):
+            for index, (frame, annotation) in enumerate(progress_bar(source.frames, total=source.count, unit="frame",
+                                                                     desc="make-bag", enabled=progress)):
                 if size is None:
                     size = (frame.shape[1], frame.shape[0])
                     if init_box_topic:
@@ -209,4 +215,5 @@ def write_bag(source: BagSource, out: Path, *, storage: str = "sqlite3", compres
         "size": size, "fps": fps, "duration_s": len(annotations) / fps,
         "out_of_view_events": int(np.sum(~oov[:-1] & oov[1:])) if len(oov) > 1 else 0,
         "absent_frames": int(sum(a.box is None for a in annotations)),
+        "zstd": zstd, "megabytes": sum(f.stat().st_size for f in out.rglob("*") if f.is_file()) / 1e6,
     }

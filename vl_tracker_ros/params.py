@@ -59,6 +59,8 @@ _TRACKER_DOCS: dict[str, tuple[str, float | None, float | None]] = {
     "lost_threshold": ("T_lost: smoothed score under which a frame counts towards losing the target; must be "
                        "< accept_threshold", 0.0, 1.0),
     "lost_frames": ("N: consecutive frames under T_lost before the target is declared lost (SEARCHING)", 1, 1000),
+    "drop_threshold": ("a single frame scoring under this is lost at once (a target that left the view is not "
+                       "boxed for lost_frames more frames); must not exceed lost_threshold", 0.0, 1.0),
     "accept_threshold": ("T_accept: score a re-detected candidate needs to be accepted; must be "
                          "> lost_threshold (the gap is the hysteresis)", 0.0, 1.0),
     "ground_threshold": ("score the first grounding after a new description needs to be accepted (the "
@@ -74,6 +76,9 @@ _TRACKER_DOCS: dict[str, tuple[str, float | None, float | None]] = {
     "update_threshold": ("the online model learns only from frames scoring at least this (an occluder is not "
                          "learned)", 0.0, 1.0),
     "learning_rate": ("learning rate of the online model (0 = keep the first frame's model)", 0.0, 1.0),
+    "reference_rate": ("how fast the online model's reference peak and PSR follow the learned frames after the "
+                       "first ten (0 = fixed; real cameras need it to follow a changing look; "
+                       "config/synthetic.yaml uses 0)", 0.0, 1.0),
     "scale_interval": ("check the target's size (three crops in one batched trunk pass) every k-th frame",
                        1, 1000),
 }
@@ -100,9 +105,11 @@ NODE_PARAMETERS: tuple[NodeParameter, ...] = (
     NodeParameter("use_compressed", False,
                   "subscribe to image/compressed (sensor_msgs/CompressedImage, jpeg/png) instead of image "
                   "(sensor_msgs/Image)", read_only=True),
-    NodeParameter("backend", "torch",
-                  "inference backend; a change at run time builds the new engine first and switches only "
-                  "if that succeeds (the target is then grounded again)", choices=BACKENDS),
+    NodeParameter("backend", "onnxruntime",
+                  "inference backend (onnxruntime: the exported graphs, several times faster than torch on a "
+                  "CPU; the shipped weights are exported into the cache on first use); a change at run time "
+                  "builds the new engine first and switches only if that succeeds (the target is then grounded "
+                  "again)", choices=BACKENDS),
     NodeParameter("model", "",
                   "model to load: a checkpoint folder (torch) or exported model folder (onnxruntime, tensorrt); "
                   "empty = the weights shipped with vl_tracker_core"),
@@ -182,7 +189,7 @@ def grounder_options(values: Mapping[str, Any]) -> dict[str, Any]:
     options: dict[str, Any] = {"kind": str(values.get("grounder", "joint")) or "joint",
                                "model": str(values.get("grounder_model", "")) or None,
                                "device": device if device.startswith("cuda") else "cpu",
-                               "backend": str(values.get("backend", "torch"))}
+                               "backend": str(values.get("backend", "onnxruntime"))}
     if int(values.get("threads", 0)) > 0:
         options["threads"] = int(values["threads"])
     return options

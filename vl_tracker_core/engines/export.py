@@ -43,6 +43,7 @@ from vl_tracker_core.engines.torch_engine import fold_batchnorm
 from vl_tracker_core.models.checkpoint import WEIGHTS, load_checkpoint, sha256_file, shipped_checkpoint_dir
 from vl_tracker_core.models.network import MatchGraph, ProposeGraph, TrunkGraph
 from vl_tracker_core.models.text import Tokenizer, resolve_text_encoder
+from vl_tracker_core.progress import quiet_transformers
 
 log = logging.getLogger(__name__)
 
@@ -252,6 +253,7 @@ def export_model(out_dir: str | os.PathLike, model: str | os.PathLike | None = N
         folded = fold_batchnorm(copy.deepcopy(net).eval()).eval()
     text_dir = resolve_text_encoder(cfg.text_encoder)
     # Eager attention: the fused kernels have no portable ONNX form.
+    quiet_transformers()
     text_model = AutoModel.from_pretrained(str(text_dir), local_files_only=True, attn_implementation="eager").eval()
     hidden = int(text_model.config.hidden_size)
     if hidden != cfg.text_dim:

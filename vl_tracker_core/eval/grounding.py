@@ -21,16 +21,15 @@ KINDS = ("colour", "shape", "pattern", "size", "relation")
 def grounding_check(engine: Any, scenes: int = 200, seed: int = 500_000, paraphrases: str = "unseen",
                     progress: bool = True) -> dict[str, Any]:
     """Ground ``scenes`` fresh first frames (scene seeds ``seed``, ``seed + 1``, ...) through ``VLTracker``."""
-    from tqdm import tqdm
-
     from vl_tracker_core.boxes import box_iou
     from vl_tracker_core.data.crops import letterbox
     from vl_tracker_core.data.synthetic import SceneConfig, SyntheticScene
+    from vl_tracker_core.progress import progress as progress_bar
     from vl_tracker_core.tracker import TrackerParams, VLTracker
 
     tracker = VLTracker(engine, TrackerParams(variant="no_switch"))
     rows = []
-    for i in tqdm(range(scenes), desc=f"ground-check ({paraphrases})", unit="scene", disable=not progress):
+    for i in progress_bar(range(scenes), desc=f"ground-check ({paraphrases})", unit="scene", enabled=progress):
         scene = SyntheticScene(seed + i, 1, SceneConfig(), paraphrases=paraphrases)
         frame, target = scene.render(0), scene.target_box(0)
         info = scene.description_info

@@ -24,12 +24,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-from tqdm import tqdm
 
 from vl_tracker_core.atomic import replacing_dir, write_text_atomic
 from vl_tracker_core.data.readers import load_dataset
 from vl_tracker_core.data.sequence import FrameReadError, Sequence
 from vl_tracker_core.eval import metrics as M
+from vl_tracker_core.progress import progress as progress_bar
 from vl_tracker_core.trackers.base import Tracker, TrackResult, TrackState
 
 log = logging.getLogger(__name__)
@@ -328,7 +328,7 @@ def _evaluate_into(out_dir: Path, make_tracker: Callable[[], Tracker], chosen: l
     results_dir = out_dir / "results"
     runs: list[SequenceRun] = []
     frames_total = sum(len(s) for s in chosen)
-    with tqdm(total=frames_total, desc=title, unit="frame", disable=not progress) as bar:
+    with progress_bar(total=frames_total, desc=title, unit="frame", enabled=progress) as bar:
         for seq in chosen:
             try:
                 run = run_sequence(make_tracker(), seq, init=init)

@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 
 from vl_tracker_core.grounders.base import Detections, GrounderError
+from vl_tracker_core.progress import quiet_transformers
 
 #: grounder name -> (config.json model_type, transformers model class)
 KINDS: dict[str, tuple[str, str]] = {
@@ -73,6 +74,7 @@ class TransformersGrounder:
             raise GrounderError(f"cannot load the processor (tokenizer, image processor) of {model_dir}: "
                                 f"{type(exc).__name__}: {exc}") from None
         try:
+            quiet_transformers()
             model = getattr(transformers, class_name).from_pretrained(str(model_dir), local_files_only=True)
         except Exception as exc:
             raise GrounderError(f"cannot load the {kind} weights of {model_dir}: {type(exc).__name__}: {exc}") from None

@@ -15,6 +15,8 @@ from pathlib import Path
 
 import numpy as np
 
+from vl_tracker_core.progress import quiet_transformers
+
 MAX_DESCRIPTION_CHARS = 1000
 
 
@@ -147,6 +149,7 @@ class TextEncoder:
 
         self.model_dir = resolve_text_encoder(model_dir)
         self.tokenizer = Tokenizer(self.model_dir, max_tokens)
+        quiet_transformers()
         self.model = AutoModel.from_pretrained(str(self.model_dir), local_files_only=True).eval()
         for p in self.model.parameters():
             p.requires_grad_(False)

@@ -11,9 +11,10 @@ next frame's crop:
 - the two taps' responses are fused on a finer grid by Fourier interpolation;
 - scale: the crop at the current size and one step either side, in one batched trunk pass, every
   ``scale_interval``-th frame (one crop on the others);
-- a frame's quality is the fused peak and its peak-to-sidelobe ratio, each against their median over the
-  first confident frames (1.0 = as sure as at the start; the reference is then fixed, so a model that
-  drifts onto the background does not lower its own bar).
+- a frame's quality is the fused peak and its peak-to-sidelobe ratio, each against a reference: their mean
+  over the first learned frames, then a slow running average (1.0 = as sure as usual). On real video a
+  look that changes over many frames keeps the quality near 1; with the reference fixed (rate 0) a model
+  that drifts onto something else scores lower and lower (config/synthetic.yaml).
 
 ``redetect`` correlates the same filters with a whole-frame feature map to say where the target most
 likely is after it was lost. Features come from the caller (the engine's trunk graphs) so this module
@@ -77,14 +78,15 @@ class OnlineParams:
     velocity: float = 0.5
     #: fused response grid (cells across the crop)
     response_size: int = 64
-    #: the reference of peak and PSR is the median of the first this many learned frames, then fixed: a model
-    #: that drifts onto the background does not lower its own bar
+    #: the reference of peak and PSR is their mean over the first ``history`` learned frames, then a running
+    #: average with weight ``reference_rate`` for the newest learned frame (0 = fixed from then on)
     history: int = 10
+    reference_rate: float = 0.05
 
     def __post_init__(self) -> None:
         if self.context <= 1.0:
             raise ValueError(f"context must be > 1 (the crop must hold the target), got {self.context}")
-        for name in ("learning_rate", "scale_smoothing", "velocity", "scale_penalty"):
+        for name in ("learning_rate", "scale_smoothing", "velocity", "scale_penalty", "reference_rate"):
             value = getattr(self, name)
             if not 0.0 <= value <= 1.0 or math.isnan(value):
                 raise ValueError(f"{name} must lie in [0, 1], got {value}")
@@ -130,8 +132,8 @@ class OnlineModel:
         self.box: Box | None = None
         self._velocity = (0.0, 0.0)
         self._frames = 0
-        self._peaks: list[float] = []
-        self._psrs: list[float] = []
+        self._reference = (1.0, 1.0)  # peak, PSR
+        self._learned = 0
 
     # ------------------------------------------------------------------ public
     def initialize(self, frame: np.ndarray, box: Box) -> None:
@@ -140,8 +142,7 @@ class OnlineModel:
         cx, cy = box[0] + box[2] / 2.0, box[1] + box[3] / 2.0
         self._velocity = (0.0, 0.0)
         self._frames = 0
-        self._peaks.clear()
-        self._psrs.clear()
+        self._learned = 0
         side = self.side(box)
         patch, _ = crop_square(frame, (cx, cy), side, self.crop_size)
         f8, f16 = self.features(patch[None])
@@ -151,16 +152,17 @@ class OnlineModel:
         # discounted: a filter answers its training sample more sharply than any later frame.
         response = self._fused(sample, batch=False)
         value, dy, dx = peak(response)
-        self._peaks.append(FIRST_FRAME_DISCOUNT * value)
-        self._psrs.append(FIRST_FRAME_DISCOUNT * sidelobe_ratio(response, dy, dx, self._exclusion()))
+        self._reference = (FIRST_FRAME_DISCOUNT * value,
+                           FIRST_FRAME_DISCOUNT * sidelobe_ratio(response, dy, dx, self._exclusion()))
+        self._learned = 1
 
     def track(self, frame: np.ndarray, around: Box | None = None) -> Estimate:
         """Where the target is on ``frame`` (nothing is learned: ``accept`` / ``update`` the answer). ``around``:
-        search there instead (a re-detection candidate), one crop at the current size, no motion prediction."""
+        search there instead (a re-detection candidate, at its own size), one crop, no motion prediction."""
         if self.box is None:
             raise RuntimeError("initialize the online model first")
         p = self.params
-        box = self.box
+        box = self.box if around is None else around
         cx, cy = box[0] + box[2] / 2.0, box[1] + box[3] / 2.0
         if around is None:
             self._frames += 1
@@ -212,9 +214,10 @@ class OnlineModel:
             return
         self._fit(estimate._sample, estimate._shift, estimate._size_px, estimate._side,
                   rate=self.params.learning_rate if rate is None else rate)
-        if len(self._peaks) < self.params.history:
-            self._peaks.append(estimate.peak)
-            self._psrs.append(estimate.psr)
+        self._learned += 1
+        a = 1.0 / self._learned if self._learned <= self.params.history else self.params.reference_rate
+        self._reference = ((1.0 - a) * self._reference[0] + a * estimate.peak,
+                           (1.0 - a) * self._reference[1] + a * estimate.psr)
 
     def relocate(self, box: Box) -> None:
         """Put the model's box at ``box`` (a re-detection), with no motion carried over."""
@@ -262,10 +265,9 @@ class OnlineModel:
         return 0.5 * self.params.response_size / self.params.context
 
     def _relative(self, value: float, psr: float) -> float:
-        """The frame's peak and PSR against their medians over the first learned frames, combined: 1.0 = as sure as
-        usual, 0 = nothing there. The geometric mean punishes either collapsing."""
-        ref_peak = float(np.median(self._peaks)) if self._peaks else 1.0
-        ref_psr = float(np.median(self._psrs)) if self._psrs else 1.0
+        """The frame's peak and PSR against their reference (the slow average over learned frames), combined:
+        1.0 = as sure as usual, 0 = nothing there. The geometric mean punishes either collapsing."""
+        ref_peak, ref_psr = self._reference
         a = min(max(value / max(ref_peak, 1e-6), 0.0), 1.5)
         b = min(max(psr / max(ref_psr, 1e-6), 0.0), 1.5)
         return float(math.sqrt(a * b))

@@ -21,7 +21,7 @@ def _opencv(kind: str) -> Callable[..., Tracker]:
 _ENGINES: dict[tuple, object] = {}
 
 
-def shared_engine(backend: str = "torch", model: str | None = None, threads: int | None = None):
+def shared_engine(backend: str = "onnxruntime", model: str | None = None, threads: int | None = None):
     """One engine per (backend, model, threads) in a process: loading weights and the text encoder once,
     not once per sequence."""
     key = (backend, str(model) if model else None, threads)
@@ -37,7 +37,7 @@ _GROUNDERS: dict[tuple, object] = {}
 
 
 def shared_grounder(kind: str = "joint", model: str | None = None, threads: int | None = None,
-                    backend: str = "torch"):
+                    backend: str = "onnxruntime"):
     """One detector per (kind, folder, backend) in a process, like :func:`shared_engine`; None for ``joint``."""
     key = (kind, str(model) if model else None, backend)
     if key not in _GROUNDERS:
@@ -47,7 +47,7 @@ def shared_grounder(kind: str = "joint", model: str | None = None, threads: int 
     return _GROUNDERS[key]
 
 
-def _vl(variant: str | None = None, backend: str = "torch", model: str | None = None, params: dict | None = None,
+def _vl(variant: str | None = None, backend: str = "onnxruntime", model: str | None = None, params: dict | None = None,
         threads: int | None = None, grounder: str = "joint", grounder_model: str | None = None,
         **_: object) -> Tracker:
     from vl_tracker_core.tracker import TrackerParams, VLTracker, load_default_params

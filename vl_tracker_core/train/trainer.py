@@ -29,13 +29,13 @@ from pathlib import Path
 import numpy as np
 import torch
 from torch import nn
-from tqdm import tqdm
 
 from vl_tracker_core.atomic import write_text_atomic
 from vl_tracker_core.eval.metrics import roc_auc
 from vl_tracker_core.models.checkpoint import load_state_strict, save_checkpoint, sha256_file
 from vl_tracker_core.models.config import ModelConfig
 from vl_tracker_core.models.network import JointVLNet
+from vl_tracker_core.progress import progress as progress_bar
 from vl_tracker_core.train import samples as S
 from vl_tracker_core.train.losses import compute_losses, match_losses, proposal_losses, total_loss
 
@@ -421,7 +421,7 @@ def train(o: TrainOptions) -> dict:
     started = time.perf_counter() - elapsed
     net.train()
     running: dict[str, float] = {}
-    bar = tqdm(total=o.steps, initial=step, desc="train", unit="step", disable=not (o.progress and main))
+    bar = progress_bar(total=o.steps, initial=step, desc="train", unit="step", enabled=o.progress and main)
     data_iter = iter(loader)
     while step < o.steps:
         for group in opt.param_groups:

@@ -18,10 +18,10 @@ from typing import Any
 
 import cv2
 import numpy as np
-from tqdm import tqdm
 
 from vl_tracker_core.data.readers import write_lasot_annotations
 from vl_tracker_core.data.synthetic.world import SceneConfig, SyntheticScene
+from vl_tracker_core.progress import progress as progress_bar
 
 SPLITS: tuple[str, ...] = ("train", "val", "test")
 _DEFAULT_PARAPHRASES = {"train": "seen", "val": "seen", "test": "unseen"}
@@ -134,7 +134,7 @@ def make_synthetic(
     out.mkdir(parents=True, exist_ok=True)
     scenes = iter_scenes(split, sequences, frames, seed, width, height, paraphrases, force_out_of_view_every)
     written = []
-    for name, scene in tqdm(scenes, total=sequences, desc=f"synth-{split}", unit="seq", disable=not progress):
+    for name, scene in progress_bar(scenes, total=sequences, desc=f"synth-{split}", unit="seq", enabled=progress):
         written.append(write_sequence(scene, out, name, jpeg_quality))
     return written
 
