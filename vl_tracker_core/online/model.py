@@ -158,11 +158,13 @@ class OnlineModel:
 
     def track(self, frame: np.ndarray, around: Box | None = None) -> Estimate:
         """Where the target is on ``frame`` (nothing is learned: ``accept`` / ``update`` the answer). ``around``:
-        search there instead (a re-detection candidate, at its own size), one crop, no motion prediction."""
+        search there instead (a re-detection candidate's centre, at the model's size), one crop, no motion
+        prediction."""
         if self.box is None:
             raise RuntimeError("initialize the online model first")
         p = self.params
-        box = self.box if around is None else around
+        box = self.box if around is None else (around[0] + around[2] / 2.0 - self.box[2] / 2.0,
+                                               around[1] + around[3] / 2.0 - self.box[3] / 2.0, *self.box[2:])
         cx, cy = box[0] + box[2] / 2.0, box[1] + box[3] / 2.0
         if around is None:
             self._frames += 1
