@@ -111,7 +111,7 @@ def test_make_synthetic_command_writes_lasot_layout(tmp_path):
 def test_eval_set_overrides_the_tracker_parameters(dataset, tmp_path, capsys):
     name = sorted(p.name for p in dataset.iterdir())[0]
     runs = {}
-    for label, values in (("never_lost", ["lost_threshold=0.0", "accept_threshold=0.01"]),
+    for label, values in (("never_lost", ["lost_threshold=0.0", "drop_threshold=0.0", "accept_threshold=0.01"]),
                           ("always_lost", ["lost_threshold=0.99", "accept_threshold=1.0", "lost_frames=1"])):
         assert main(["eval", "--tracker", "vl", "--init", "bb", "--dataset", str(dataset / name),
                      "--out", str(tmp_path / label), "--set", *values]) == 0
