@@ -21,6 +21,7 @@ whose "engines" run the exported graphs with onnxruntime.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import subprocess
@@ -37,6 +38,7 @@ from vl_tracker_core.engines import artifacts, create_engine, resolve
 from vl_tracker_core.engines import tensorrt_engine as trt_mod
 from vl_tracker_core.engines.artifacts import ExportError, load_manifest
 from vl_tracker_core.models.checkpoint import WEIGHTS, sha256_file
+from vl_tracker_core.models.config import ModelConfig
 from vl_tracker_core.trackers.base import TrackState
 
 pytest.importorskip("onnxruntime")
@@ -251,10 +253,15 @@ def test_runtime_path_does_not_import_torch(export_dir):
 
 
 # ---------------------------------------------------------------------------------------------- default export
-def test_default_export_is_keyed_by_weights_sha_and_honours_the_cache_env(checkpoint, tmp_path, monkeypatch):
+def test_default_export_is_keyed_by_weights_and_config_and_honours_the_cache_env(checkpoint, tmp_path, monkeypatch):
     monkeypatch.setenv("VL_TRACKER_CACHE", str(tmp_path / "cache"))
-    expected = tmp_path / "cache" / "export" / sha256_file(checkpoint / WEIGHTS)[:16]
-    assert artifacts.default_export_dir(checkpoint) == expected
+    config = ModelConfig.load(checkpoint / "config.json")
+    name = f"{sha256_file(checkpoint / WEIGHTS)[:16]}-{artifacts.config_digest(config)[:8]}"
+    assert artifacts.default_export_dir(checkpoint) == tmp_path / "cache" / "export" / name
+    # The same weights with another input size export static shapes of their own: another folder.
+    other = dataclasses.replace(config, online_crop_size=config.online_crop_size + 16,
+                                redetect_size=max(config.redetect_size, config.online_crop_size + 16))
+    assert artifacts.default_export_dir(checkpoint, config=other) != artifacts.default_export_dir(checkpoint)
 
 
 def test_checkpoint_model_uses_a_matching_cached_export_and_re_exports_a_stale_one(checkpoint, export_dir, tmp_path,
@@ -291,6 +298,13 @@ def test_checkpoint_model_uses_a_matching_cached_export_and_re_exports_a_stale_o
         resolve.resolve_export_dir(checkpoint)
     assert calls == [(target, checkpoint)]
     assert "other weights" in caplog.text
+    # So is one whose config differs (same weights, another crop size: other static shapes).
+    manifest["weights_sha256"] = sha256_file(checkpoint / WEIGHTS)
+    manifest["config"] = {**manifest["config"], "online_crop_size": manifest["config"]["online_crop_size"] + 16}
+    (stale / "manifest.json").write_text(json.dumps(manifest))
+    calls.clear()
+    resolve.resolve_export_dir(checkpoint)
+    assert calls == [(target, checkpoint)]
 
 
 def test_a_folder_that_is_neither_export_nor_checkpoint_is_refused(tmp_path):

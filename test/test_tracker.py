@@ -159,6 +159,26 @@ def test_research_interval_skips_re_detection():
     assert [c > 0 for c in calls] == [False, False, True, False, False, True]
 
 
+def test_searching_skips_the_verifier_where_the_online_model_rules_a_candidate_out():
+    """With the online quality weighing 0.8, an empty window's candidate cannot reach T_accept even with a
+    perfect verifier: the re-detection steps then run no matcher pass at all (the global steps run one, to rank
+    the proposals). When the target is back, its candidate is verified and accepted."""
+    t = VLTracker(BlobEngine(), dataclasses.replace(PARAMS, confidence_weight=0.8))
+    _lose(t, (100, 100, 20, 20))
+    per_step = []
+    for _ in range(4):
+        before = t.engine.match_calls
+        r = t.step(frame())
+        per_step.append(t.engine.match_calls - before)
+        assert r.state == TrackState.SEARCHING and r.box is None
+    # Steps alternate: re-detection window (no matcher), global pass (the ranking only, no verifier).
+    assert per_step == [0, 1, 0, 1]
+    before = t.engine.match_calls
+    r = t.step(frame((104, 100, 20, 20)))
+    assert r.state == TrackState.TRACKING and box_iou(r.box, (104, 100, 20, 20)) > 0.7
+    assert t.engine.match_calls - before == 1  # the returned candidate was verified
+
+
 def test_scale_follows_a_growing_target(tracker):
     tracker.set_target("the white square", box=(140, 100, 20, 20))
     tracker.step(frame((140, 100, 20, 20)))

@@ -352,7 +352,8 @@ class VLTracker:
         the target's scale (the first window is centred where the target was lost; a frame larger than one
         window is scanned) and the global pass (proposals on the whole frame, ranked by the matcher against the
         text and the stored template). Each step's best candidates are checked by a tracking pass of the
-        online model centred on them; the verifier's and the online model's scores must add up to T_accept."""
+        online model centred on them; the verifier's and the online model's scores must add up to T_accept (the
+        verifier is not run on a candidate whose online quality alone rules it out)."""
         p = self.params
         self._since_seen += 1
         if (self._since_seen - 1) % p.research_interval != 0:
@@ -371,7 +372,12 @@ class VLTracker:
                 continue
             sim = float("nan")
             if verified is None:
-                verified, sim = self._verify(frame, box)
+                if self._frame_score(estimate.quality, 1.0) < p.accept_threshold:
+                    # Not even a perfect verifier could lift it to T_accept: the matcher's pass is saved (a
+                    # searching frame with the target out of view costs the window and one crop, no more).
+                    verified = 0.0
+                else:
+                    verified, sim = self._verify(frame, box)
             score = self._frame_score(estimate.quality, verified)
             if score > best[2]:
                 best = (estimate, box, score, sim)

@@ -9,12 +9,14 @@ it came from. It is everything the onnxruntime and TensorRT backends need.
 
 Cache layout (root: ``$VL_TRACKER_CACHE`` or ``~/.cache/vl_tracker``)::
 
-    export/<first 16 hex of the weights sha256>/   default export of a checkpoint
+    export/<weights sha256[:16]>-<config sha256[:8]>/   default export of a checkpoint (weights and config:
+                                                     a changed input size is a new export)
     tensorrt/                                      serialized TensorRT engines
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import os
@@ -52,17 +54,25 @@ def is_checkpoint_dir(path: str | os.PathLike) -> bool:
     return (Path(path) / WEIGHTS).is_file() and (Path(path) / CONFIG).is_file()
 
 
-def default_export_dir(checkpoint: str | os.PathLike | None = None, weights_sha256: str | None = None) -> Path:
+def config_digest(config: ModelConfig) -> str:
+    """sha256 of a model config's canonical JSON: the export's static shapes come from it."""
+    return hashlib.sha256(json.dumps(config.to_dict(), sort_keys=True).encode()).hexdigest()
+
+
+def default_export_dir(checkpoint: str | os.PathLike | None = None, weights_sha256: str | None = None,
+                       config: ModelConfig | None = None) -> Path:
     """Where the default export of ``checkpoint`` (default: the shipped weights) lives in the cache."""
+    folder = Path(checkpoint) if checkpoint is not None else shipped_checkpoint_dir()
     if weights_sha256 is None:
-        folder = Path(checkpoint) if checkpoint is not None else shipped_checkpoint_dir()
         weights = folder / WEIGHTS
         if not weights.is_file():
             raise CheckpointError(f"no {WEIGHTS} in {folder}: pass a checkpoint folder or an export folder "
                                   "(one with manifest.json)")
         weights_sha256 = sha256_file(weights)
-    # Keyed by content, not path: retrained weights never reuse a stale export.
-    return cache_root() / "export" / weights_sha256[:16]
+    if config is None:
+        config = ModelConfig.load(folder / CONFIG)
+    # Keyed by content, not path: retrained weights or a changed config never reuse a stale export.
+    return cache_root() / "export" / f"{weights_sha256[:16]}-{config_digest(config)[:8]}"
 
 
 def load_manifest(export_dir: str | os.PathLike, verify_files: bool = False) -> dict[str, Any]:

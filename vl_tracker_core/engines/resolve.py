@@ -19,6 +19,7 @@ from vl_tracker_core.engines.artifacts import (
     load_manifest,
 )
 from vl_tracker_core.models.checkpoint import CONFIG, WEIGHTS, sha256_file, shipped_checkpoint_dir
+from vl_tracker_core.models.config import ModelConfig
 
 log = logging.getLogger(__name__)
 
@@ -40,13 +41,14 @@ def resolve_export_dir(model: str | os.PathLike | None = None, opset: int = 17) 
         raise ExportError(f"{checkpoint} is neither an export folder (manifest.json) nor a checkpoint folder "
                           f"({WEIGHTS} + {CONFIG}); make an export folder with `vl-tracker export --out DIR`")
     sha = sha256_file(checkpoint / WEIGHTS)
-    target = default_export_dir(weights_sha256=sha)
+    config = ModelConfig.load(checkpoint / CONFIG)
+    target = default_export_dir(checkpoint, weights_sha256=sha, config=config)
     if is_export_dir(target):
         try:
             manifest = load_manifest(target)
-            if manifest.get("weights_sha256") == sha:
+            if manifest.get("weights_sha256") == sha and manifest.get("config") == config.to_dict():
                 return target
-            log.warning("cached export %s was made from other weights; exporting again", target)
+            log.warning("cached export %s was made from other weights or another config; exporting again", target)
         except ExportError as exc:
             log.warning("cached export %s is unusable (%s); exporting again", target, exc)
     log.warning("no ONNX export of %s yet: exporting to %s now (one-off, imports torch, takes a while). "

@@ -48,8 +48,9 @@ def gaussian_label(height: int, width: int, shift: tuple[float, float], sigma: f
 
 def normalize_layer(features: np.ndarray) -> np.ndarray:
     """Scale a (C, H, W) map so its mean squared norm per cell is 1 (one normalisation per layer)."""
-    energy = float(np.mean(np.sum(features.astype(np.float64) ** 2, axis=0)))
-    return (features / np.sqrt(max(energy, 1e-12))).astype(np.float32)
+    x = np.asarray(features, np.float32)
+    energy = float(np.vdot(x, x)) / max(x.shape[-1] * x.shape[-2], 1)
+    return x * np.float32(1.0 / np.sqrt(max(energy, 1e-12)))
 
 
 class CorrelationFilter:
@@ -88,15 +89,26 @@ class CorrelationFilter:
 
 def upsample_spectrum(half: np.ndarray, size: tuple[int, int], out: tuple[int, int]) -> np.ndarray:
     """Fourier interpolation: the real map of half spectrum ``half`` (grid ``size``) on the finer grid ``out``,
-    keeping its values (a response of 0.8 stays 0.8 at the sample points)."""
+    keeping its values (a response of 0.8 stays 0.8 at the sample points).
+
+    The half spectrum is zero-padded to the finer grid's half spectrum and inverted once. An even grid's
+    Nyquist row and column are split evenly between their positive and negative frequency, so the map is the
+    real trigonometric interpolant and passes through the samples exactly."""
     h, w = size
-    spatial = np.fft.irfft2(half, s=size, axes=(-2, -1))
-    spec = np.fft.fftshift(np.fft.fft2(spatial, axes=(-2, -1)), axes=(-2, -1))
     oh, ow = out
-    padded = np.zeros(spec.shape[:-2] + (oh, ow), np.complex128)
-    top, left = (oh - h) // 2, (ow - w) // 2
-    padded[..., top:top + h, left:left + w] = spec
-    return np.fft.ifft2(np.fft.ifftshift(padded, axes=(-2, -1)), axes=(-2, -1)).real * (oh * ow / (h * w))
+    if oh < h or ow < w:
+        raise ValueError(f"cannot upsample a {h}x{w} grid to {oh}x{ow}")
+    cols = w // 2 + 1
+    padded = np.zeros(half.shape[:-2] + (oh, ow // 2 + 1), np.complex64)
+    top = (h + 1) // 2  # rows 0..top-1: frequencies 0..top-1; rows top..h-1: negative ones
+    padded[..., :top, :cols] = half[..., :top, :cols]
+    padded[..., oh - (h - top):, :cols] = half[..., top:, :cols]
+    if h % 2 == 0 and oh > h:
+        padded[..., oh - h // 2, :cols] *= 0.5
+        padded[..., h // 2, :cols] = padded[..., oh - h // 2, :cols]
+    if w % 2 == 0 and ow > w:
+        padded[..., w // 2] *= 0.5
+    return np.fft.irfft2(padded, s=out, axes=(-2, -1)) * np.float32(oh * ow / (h * w))
 
 
 def peak(response: np.ndarray) -> tuple[float, float, float]:
