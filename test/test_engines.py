@@ -69,7 +69,7 @@ def test_manifest_describes_static_graphs_and_hashes(export_dir, checkpoint):
     cfg = m["config"]
     L, H = cfg["max_text_tokens"], cfg["text_dim"]
     assert m["weights_sha256"] == sha256_file(checkpoint / WEIGHTS)
-    assert set(m["graphs"]) == {"text", "propose", "match", "trunk_crop", "trunk_scales", "trunk_window"}
+    assert set(m["graphs"]) == {"text", "propose", "match", "verify", "trunk_crop", "trunk_scales", "trunk_window"}
     text = m["graphs"]["text"]
     assert text["inputs"] == [{"name": "input_ids", "shape": [1, L], "dtype": "int64"},
                               {"name": "attention_mask", "shape": [1, L], "dtype": "int64"}]
@@ -87,6 +87,9 @@ def test_manifest_describes_static_graphs_and_hashes(export_dir, checkpoint):
                                                      "template_crop"]
     assert match["inputs"][2]["shape"] == [1, k, 3, c, c]
     assert [o["shape"] for o in match["outputs"]] == [[1, k + 1], [1, k]]
+    verify = m["graphs"]["verify"]
+    assert [i["shape"] for i in verify["inputs"][2:5]] == [[1, 1, 3, c, c], [1, 1, 6], [1, 1]]
+    assert [o["shape"] for o in verify["outputs"]] == [[1, 2], [1, 1]]
     for name, g in m["graphs"].items():
         assert g["sha256"] == sha256_file(export_dir / g["file"]), name
         if g["exporter"] == "legacy":
@@ -182,6 +185,17 @@ def test_onnxruntime_matches_torch_on_generated_frames(torch_engine, ort_engine)
         np.testing.assert_allclose(m_got.none, m_ref.none, atol=PROB_ATOL, err_msg=f"match none {t}")
         np.testing.assert_allclose(m_got.template_sim, m_ref.template_sim, atol=PROB_ATOL,
                                    err_msg=f"template agreement {t}")
+        # The verifier's one-candidate graph answers as the K-candidate one with the others masked out.
+        alone = np.zeros_like(mask)
+        alone[0] = 1.0
+        padded = ort_engine.match(text_t, crops, geometry, alone, template_match)
+        for engine in (torch_engine, ort_engine):
+            one = engine.match(text_t, crops[:1], geometry[:1], alone[:1], template_match)
+            assert one.probs.shape == (1,) and one.template_sim.shape == (1,)
+            np.testing.assert_allclose(one.probs, padded.probs[:1], atol=PROB_ATOL, err_msg=f"verify probs {t}")
+            np.testing.assert_allclose(one.none, padded.none, atol=PROB_ATOL, err_msg=f"verify none {t}")
+            np.testing.assert_allclose(one.template_sim, padded.template_sim[:1], atol=PROB_ATOL,
+                                       err_msg=f"verify template agreement {t}")
 
 
 def test_a_tracked_sequence_gives_the_same_result_step_by_step(torch_engine, ort_engine):
@@ -478,13 +492,15 @@ def test_bench_reports_each_backend_from_a_fresh_process(export_dir, tmp_path):
                        json_path=tmp_path / "bench.json", say=lines.append)
     ort = report["onnxruntime"]
     assert ort["available"] and ort["torch_imported"] is False
-    for key in ("trunk_crop_ms", "trunk_scales_ms", "trunk_window_ms", "propose_ms", "match_ms", "searching_ms",
+    for key in ("trunk_crop_ms", "trunk_scales_ms", "trunk_window_ms", "propose_ms", "match_ms", "verify_ms",
+                "searching_ms",
                 "grounding_ms", "overhead_ms", "rss_mb", "convert_ms", "text_ms", "total_ms"):
         assert ort[key] > 0, key
     assert report["tensorrt"]["available"] is False and "TensorRT" in report["tensorrt"]["reason"]
     assert json.loads((tmp_path / "bench.json").read_text())["onnxruntime"]["total_ms"] == ort["total_ms"]
     assert ort["total_ms"] >= ort["trunk_crop_ms"]  # a tracking frame runs the trunk at least once
     assert ort["trunk_scales_ms"] > ort["trunk_crop_ms"]  # three crops cost more than one
+    assert ort["verify_ms"] < ort["match_ms"]  # two crops through the trunk (box, template), not eleven
     table = "\n".join(lines)
     assert "| total per tracking frame (median)" in table and "tensorrt: unavailable" in table
 

@@ -111,9 +111,33 @@ def test_reacquired_elsewhere_by_the_re_detection_scan(tracker):
 
 
 def test_reacquired_at_once_near_where_it_was_lost(tracker):
+    """split_search (the default): the first searching frame scans the window centred on the last position,
+    the next checks its best candidate and re-acquires; without it both happen on the first frame."""
     _lose(tracker, (100, 100, 20, 20))
-    r = tracker.step(frame((112, 104, 20, 20)))  # the first window is centred on the last position
-    assert r.state == TrackState.TRACKING and box_iou(r.box, (112, 104, 20, 20)) > 0.7
+    target = (112, 104, 20, 20)
+    r = tracker.step(frame(target))
+    assert r.state == TrackState.SEARCHING and r.box is None and r.confidence == 0.0
+    r = tracker.step(frame(target))
+    assert r.state == TrackState.TRACKING and box_iou(r.box, target) > 0.7
+    at_once = VLTracker(BlobEngine(), dataclasses.replace(PARAMS, split_search=False))
+    _lose(at_once, (100, 100, 20, 20))
+    r = at_once.step(frame(target))
+    assert r.state == TrackState.TRACKING and box_iou(r.box, target) > 0.7
+
+
+def test_split_search_runs_one_scan_or_one_check_per_frame():
+    """Per searching frame with the target out of view: scans and the checks of their candidates alternate. A
+    window scan and a check each make one trunk call; a global scan makes none (proposals and matcher). Without
+    split_search a frame does a scan and its check: window + check, then global + check."""
+    for split, calls_per_frame in ((True, [1, 1, 0, 1]), (False, [2, 1])):
+        t = VLTracker(BlobEngine(), dataclasses.replace(PARAMS, split_search=split))
+        _lose(t, (100, 100, 20, 20))
+        calls = []
+        for _ in calls_per_frame:
+            before = t.engine.feature_calls
+            t.step(frame())
+            calls.append(t.engine.feature_calls - before)
+        assert calls == calls_per_frame, split
 
 
 def test_hysteresis_a_middling_score_neither_loses_nor_reacquires(tracker):
@@ -130,8 +154,10 @@ def test_hysteresis_a_middling_score_neither_loses_nor_reacquires(tracker):
         r = tracker.step(frame((100, 100, 20, 20), level=DIM))
         assert r.state == TrackState.SEARCHING and r.box is None  # not enough to re-acquire
         assert r.confidence < PARAMS.accept_threshold  # "absent" never carries an accepting score
-    r = tracker.step(frame((100, 100, 20, 20)))
-    assert r.state == TrackState.TRACKING
+    # Within a scan and its check (a global candidate carries the verifier's score of its scan frame: one more
+    # scan and check when that frame was the dim one).
+    states = [tracker.step(frame((100, 100, 20, 20))).state for _ in range(4)]
+    assert TrackState.TRACKING in states
 
 
 def test_the_online_model_learns_only_from_trusted_frames(tracker, monkeypatch):
@@ -166,16 +192,17 @@ def test_searching_skips_the_verifier_where_the_online_model_rules_a_candidate_o
     t = VLTracker(BlobEngine(), dataclasses.replace(PARAMS, confidence_weight=0.8))
     _lose(t, (100, 100, 20, 20))
     per_step = []
-    for _ in range(4):
+    for _ in range(8):
         before = t.engine.match_calls
         r = t.step(frame())
         per_step.append(t.engine.match_calls - before)
         assert r.state == TrackState.SEARCHING and r.box is None
-    # Steps alternate: re-detection window (no matcher), global pass (the ranking only, no verifier).
-    assert per_step == [0, 1, 0, 1]
+    # Frames alternate scan and check; scans alternate re-detection window (no matcher) and global pass (the
+    # ranking only); no check runs the verifier.
+    assert per_step == [0, 0, 1, 0] * 2
     before = t.engine.match_calls
-    r = t.step(frame((104, 100, 20, 20)))
-    assert r.state == TrackState.TRACKING and box_iou(r.box, (104, 100, 20, 20)) > 0.7
+    states = [t.step(frame((104, 100, 20, 20))) for _ in range(2)]  # a window scan, then its check
+    assert states[-1].state == TrackState.TRACKING and box_iou(states[-1].box, (104, 100, 20, 20)) > 0.7
     assert t.engine.match_calls - before == 1  # the returned candidate was verified
 
 

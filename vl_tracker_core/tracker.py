@@ -79,6 +79,10 @@ class TrackerParams:
     ground_threshold: float = 0.5
     #: run the re-search every k-th frame while SEARCHING
     research_interval: int = 1
+    #: a searching frame either scans (a re-detection window, or the proposals ranked by the matcher) or checks
+    #: the previous frame's best candidates (a tracking pass and the verifier), never both, so on a CPU it costs
+    #: about one network pass and a realtime stream drops few frames; False: both on one frame (a GPU has time)
+    split_search: bool = True
     #: re-detection candidates checked with a tracking pass and the verifier per searching frame
     verify_candidates: int = 1
     #: the verifier's score: w * agreement with the stored template + (1 - w) * the matcher's probability that
@@ -117,6 +121,8 @@ class TrackerParams:
             raise ValueError("lost_frames, research_interval and verify_candidates must be >= 1")
         if self.verify_interval < 1 or self.scale_interval < 1:
             raise ValueError("verify_interval and scale_interval must be >= 1")
+        if not isinstance(self.split_search, bool):
+            raise ValueError(f"split_search must be true or false, got {self.split_search!r}")
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> TrackerParams:
@@ -238,6 +244,7 @@ class VLTracker:
         self._frame_index = 0
         self._frame_shape: tuple[int, int] | None = None
         self._scan = 0
+        self._to_check: list[tuple[Box, float | None]] = []
 
     def set_target(self, description: str | bytes, box: Box | None = None) -> None:
         """A new target. With ``box`` (pixels of the next frame) tracking starts directly (NL+BB)."""
@@ -335,6 +342,7 @@ class VLTracker:
             self.state = TrackState.SEARCHING
             self._since_seen = 1
             self._scan = 0
+            self._to_check = []
             return self._result(None, self._score, sim, start)
         self._follow(estimate, box, learn=score >= p.update_threshold)
         return self._result(box, self._score, sim, start)
@@ -348,24 +356,30 @@ class VLTracker:
             self._box = box
 
     def _searching(self, frame: np.ndarray, start: float) -> TrackResult:
-        """One re-search step. Steps alternate between the online model correlated with a window of the frame at
+        """One re-search step. Scans alternate between the online model correlated with a window of the frame at
         the target's scale (the first window is centred where the target was lost; a frame larger than one
         window is scanned) and the global pass (proposals on the whole frame, ranked by the matcher against the
-        text and the stored template). Each step's best candidates are checked by a tracking pass of the
-        online model centred on them; the verifier's and the online model's scores must add up to T_accept (the
-        verifier is not run on a candidate whose online quality alone rules it out)."""
+        text and the stored template). A scan's best candidates are checked by a tracking pass of the online
+        model centred on them; the verifier's and the online model's scores must add up to T_accept (the
+        verifier is not run on a candidate whose online quality alone rules it out). With ``split_search`` the
+        check runs on the next searching frame, so each frame costs one scan or one check."""
         p = self.params
         self._since_seen += 1
         if (self._since_seen - 1) % p.research_interval != 0:
             return self._result(None, 0.0, float("nan"), start)
-        step = self._scan
-        self._scan += 1
-        if step % 2 == 0:
-            candidates = [(box, None) for box in self._redetect(frame, step // 2)]
-        else:
-            candidates = self._global_candidates(frame)
+        if not self._to_check:
+            step = self._scan
+            self._scan += 1
+            if step % 2 == 0:
+                found = [(box, None) for box in self._redetect(frame, step // 2)]
+            else:
+                found = self._global_candidates(frame)
+            self._to_check = found[: p.verify_candidates]
+            if p.split_search or not self._to_check:
+                return self._result(None, 0.0, float("nan"), start)
+        candidates, self._to_check = self._to_check, []
         best: tuple[Estimate | None, Box | None, float, float] = (None, None, 0.0, float("nan"))
-        for candidate, verified in candidates[: p.verify_candidates]:
+        for candidate, verified in candidates:
             estimate = self.online.track(frame, around=candidate)
             box = clip_box(estimate.box, frame.shape[1], frame.shape[0])
             if box is None:
@@ -373,8 +387,7 @@ class VLTracker:
             sim = float("nan")
             if verified is None:
                 if self._frame_score(estimate.quality, 1.0) < p.accept_threshold:
-                    # Not even a perfect verifier could lift it to T_accept: the matcher's pass is saved (a
-                    # searching frame with the target out of view costs the window and one crop, no more).
+                    # Not even a perfect verifier could lift it to T_accept: the matcher's pass is saved.
                     verified = 0.0
                 else:
                     verified, sim = self._verify(frame, box)
@@ -421,13 +434,11 @@ class VLTracker:
 
     def _verify(self, frame: np.ndarray, box: Box) -> tuple[float, float]:
         """The matcher's view of ``box``: (w * template agreement + (1 - w) * text probability, text probability).
-        The box is the only candidate; the matcher may still answer "none of them"."""
-        k = self.cfg.candidates
+        The box is the only candidate (the engines' one-candidate graph); the matcher may still answer "none of
+        them"."""
         height, width = frame.shape[:2]
-        boxes = np.tile(np.array([[width / 2 - 8.0, height / 2 - 8.0, 16.0, 16.0]]), (k, 1))
-        boxes[0] = box
-        mask = np.zeros(k, np.float32)
-        mask[0] = 1.0
+        boxes = np.array([box], np.float64)
+        mask = np.ones(1, np.float32)
         crops = candidate_crops(frame, boxes, self.cfg.candidate_factor, self.cfg.candidate_size)
         template = self._template_crop if self._template_crop is not None else crops[0]
         matches = self.engine.match(self.text, crops, candidate_geometry(boxes, width, height), mask, template)

@@ -54,7 +54,7 @@ _TRACKER_DOCS: dict[str, tuple[str, float | None, float | None]] = {
     "variant": ("state machine variant: full (switch + re-search), no_switch (never declares loss), "
                 "ground_every_frame (grounding pass on every frame)", None, None),
     "confidence_weight": ("weight of the online model's quality (response peak and PSR against their running "
-                          "medians) in the per-frame score; the rest is the verifier's", 0.0, 1.0),
+                          "reference) in the per-frame score; the rest is the verifier's", 0.0, 1.0),
     "smoothing": ("EMA weight of the newest frame's score (1 = no smoothing); must be > 0", 0.0, 1.0),
     "lost_threshold": ("T_lost: smoothed score under which a frame counts towards losing the target; must be "
                        "< accept_threshold", 0.0, 1.0),
@@ -67,6 +67,9 @@ _TRACKER_DOCS: dict[str, tuple[str, float | None, float | None]] = {
                          "operator has just said the target is in view)", 0.0, 1.0),
     "research_interval": ("run the re-search every k-th frame while SEARCHING (1 = every frame; larger saves "
                           "compute)", 1, 1000),
+    "split_search": ("a searching frame either scans (re-detection window or proposals) or checks the previous "
+                     "frame's candidates, never both: about one network pass per frame on a CPU; false = both on "
+                     "one frame (a GPU has the time)", None, None),
     "verify_candidates": ("re-detection candidates checked with a tracking pass and the verifier per "
                           "searching frame", 1, 10),
     "research_template_weight": ("the verifier's score: w * agreement with the stored template + (1 - w) * the "

@@ -1,6 +1,6 @@
 """Export folders and the on-disk cache, without importing torch.
 
-An export folder holds the ONNX graphs (``text``, ``propose``, ``match``, and the trunk
+An export folder holds the ONNX graphs (``text``, ``propose``, ``match`` (K candidates), ``verify`` (one), and the trunk
 at the online tracker's three input shapes: ``trunk_crop``, ``trunk_scales``,
 ``trunk_window``), a copy of the tokenizer files in ``tokenizer/`` and
 ``manifest.json`` describing every graph (file, sha256, input/output names,
@@ -30,9 +30,10 @@ log = logging.getLogger(__name__)
 
 MANIFEST = "manifest.json"
 FORMAT = "vl_tracker-onnx"
-#: 3: the trunk graphs of the online tracker replace the learned head's template and track graphs
-FORMAT_VERSION = 3
-GRAPHS = ("text", "propose", "match", "trunk_crop", "trunk_scales", "trunk_window")
+#: 3: the trunk graphs of the online tracker replace the learned head's template and track graphs;
+#: 4: ``verify``, the matcher on one candidate (the tracked box), beside ``match`` on K
+FORMAT_VERSION = 4
+GRAPHS = ("text", "propose", "match", "verify", "trunk_crop", "trunk_scales", "trunk_window")
 TOKENIZER_DIR = "tokenizer"
 
 

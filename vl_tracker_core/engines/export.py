@@ -9,6 +9,9 @@ Graphs (every shape fixed by the model config)::
     propose       image (1, 3, G, G)                                 -> boxes (1, K, 4), scores (1, K)
     match     text_tokens, text_mask, crops (1, K, 3, C, C), geometry (1, K, 6), cand_mask (1, K),
               template_crop (1, 3, C, C)                                  -> probs (1, K + 1), template_sim (1, K)
+    verify    the same graph with K = 1: the tracker's verifier on the tracked box. The matcher masks candidates
+              out of attention and of the softmax, so this answers exactly as ``match`` with the box and K - 1
+              masked placeholders, for an eleventh of the trunk work
 
 Each graph is exported with the TorchScript exporter first (``dynamo=False``,
 the most robust for plain convolution/attention code) and, when that fails or
@@ -279,10 +282,11 @@ def export_model(out_dir: str | os.PathLike, model: str | os.PathLike | None = N
         match_graph = MatchGraph(folded).eval()
         k, c = cfg.candidates, cfg.candidate_size
 
-        def match_inputs(feat: tuple[torch.Tensor, torch.Tensor]) -> list[torch.Tensor]:
+        def match_inputs(feat: tuple[torch.Tensor, torch.Tensor], k: int = k) -> list[torch.Tensor]:
             geometry = torch.rand(1, k, 6, generator=generator)
             mask = torch.ones(1, k)
-            mask[0, -1] = 0.0  # a masked-out candidate, as the tracker sends for a box outside the frame
+            if k > 1:
+                mask[0, -1] = 0.0  # a masked-out candidate, as the tracker sends for a box outside the frame
             return [*feat, torch.rand(1, k, 3, c, c, generator=generator), geometry, mask, image(c)]
 
         def patches(n: int, size: int) -> list[list[torch.Tensor]]:
@@ -299,6 +303,8 @@ def export_model(out_dir: str | os.PathLike, model: str | os.PathLike | None = N
              [[image(cfg.ground_size)] for _ in feats]),
             ("match", match_graph, (*text_in, "crops", "geometry", "cand_mask", "template_crop"), MatchGraph.OUTPUTS,
              [match_inputs(f) for f in feats]),
+            ("verify", match_graph, (*text_in, "crops", "geometry", "cand_mask", "template_crop"), MatchGraph.OUTPUTS,
+             [match_inputs(f, 1) for f in feats]),
         ]
         graphs: dict[str, Any] = {}
         for name, module, inputs, outputs, arg_sets in jobs:

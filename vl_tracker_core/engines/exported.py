@@ -86,12 +86,15 @@ class ExportedEngine:
 
     def match(self, text: TextFeatures, crops: np.ndarray, geometry: np.ndarray, cand_mask: np.ndarray,
               template_crop: np.ndarray) -> Matches:
+        """K candidate crops through the ``match`` graph, or one (the verifier's box) through ``verify``."""
         k, c = self.config.candidates, self.config.candidate_size
-        if crops.shape != (k, c, c, 3):
-            raise ValueError(f"match graph: crops have shape {crops.shape}, the exported graph takes {k}x{c}x{c}x3 "
-                             "uint8 (see the model config)")
+        graph = "verify" if crops.ndim == 4 and crops.shape[0] == 1 else "match"
+        n = 1 if graph == "verify" else k
+        if crops.shape != (n, c, c, 3):
+            raise ValueError(f"match graph: crops have shape {crops.shape}, the exported graphs take {k}x{c}x{c}x3 "
+                             f"or 1x{c}x{c}x3 uint8 (see the model config)")
         feeds = {"text_tokens": text.tokens, "text_mask": text.mask, "crops": crops_to_nchw(crops),
-                 "geometry": np.asarray(geometry, np.float32).reshape(1, k, -1),
-                 "cand_mask": np.asarray(cand_mask, np.float32).reshape(1, k),
-                 "template_crop": self._patch("match", "template_crop", template_crop)}
-        return matches_from_outputs(*self._run("match", feeds))
+                 "geometry": np.asarray(geometry, np.float32).reshape(1, n, -1),
+                 "cand_mask": np.asarray(cand_mask, np.float32).reshape(1, n),
+                 "template_crop": self._patch(graph, "template_crop", template_crop)}
+        return matches_from_outputs(*self._run(graph, feeds))

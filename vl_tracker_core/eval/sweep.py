@@ -18,15 +18,19 @@ OBJECTIVES = {
 }
 
 
-def parse_grid(items: list[str]) -> dict[str, list[float | int | str]]:
-    """``["lost_threshold=0.3,0.4", "lost_frames=2,3"]`` -> ``{"lost_threshold": [0.3, 0.4], ...}``."""
-    grid: dict[str, list[float | int | str]] = {}
+def parse_grid(items: list[str]) -> dict[str, list[float | int | str | bool]]:
+    """``["lost_threshold=0.3,0.4", "lost_frames=2,3"]`` -> ``{"lost_threshold": [0.3, 0.4], ...}``; ``true`` and
+    ``false`` are booleans."""
+    grid: dict[str, list[float | int | str | bool]] = {}
     for item in items:
         key, sep, values = item.partition("=")
         if not sep or not values:
             raise ValueError(f"grid entry {item!r} must look like name=v1,v2,...")
-        parsed: list[float | int | str] = []
+        parsed: list[float | int | str | bool] = []
         for v in values.split(","):
+            if v.strip().lower() in ("true", "false"):
+                parsed.append(v.strip().lower() == "true")
+                continue
             try:
                 parsed.append(int(v) if v.lstrip("-").isdigit() else float(v))
             except ValueError:
