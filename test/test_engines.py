@@ -691,8 +691,8 @@ def test_tensorrt_engine_plumbing_matches_onnxruntime(fake_tensorrt, export_dir,
         engine = create_engine("tensorrt", export_dir, precision="fp16", cache_dir=tmp_path,
                                device_memory_kind="cuda-python")
     assert sorted(builds) == ["match-fp16", "propose-fp16", "text-fp32", "trunk_crop-fp16", "trunk_scales-fp16",
-                              "trunk_window-fp16"]
-    assert caplog.text.count("building the TensorRT") == 6
+                              "trunk_window-fp16", "verify-fp16"]
+    assert caplog.text.count("building the TensorRT") == 7
     assert engine.gpu_name == "Fake GPU (sm_87)"
     scene = SyntheticScene(4, 8, SCENE)
     cfg = engine.config
@@ -718,4 +718,4 @@ def test_tensorrt_engine_plumbing_matches_onnxruntime(fake_tensorrt, export_dir,
     # fp32 is another key: built anew (the text engine, fp32 either way, is shared).
     create_engine("tensorrt", export_dir, precision="fp32", cache_dir=tmp_path, device_memory_kind="cuda-python")
     assert sorted(builds) == ["match-fp32", "propose-fp32", "trunk_crop-fp32", "trunk_scales-fp32",
-                              "trunk_window-fp32"]
+                              "trunk_window-fp32", "verify-fp32"]

@@ -34,6 +34,7 @@ from vl_tracker_core.data.crops import crop_square
 from vl_tracker_core.online.dcf import (
     CorrelationFilter,
     box_mask,
+    fft,
     gaussian_label,
     hann2d,
     normalize_layer,
@@ -242,7 +243,7 @@ class OnlineModel:
         fused = self.params.weight8 * r8
         if self.params.weight16 > 0:
             r16 = self._correlate_map(16, f16[0])
-            fused = fused + self.params.weight16 * upsample_spectrum(np.fft.rfft2(r16), r16.shape, (h8, w8))
+            fused = fused + self.params.weight16 * upsample_spectrum(fft.rfft2(r16), r16.shape, (h8, w8))
         response = fused / (self.params.weight16 + self.params.weight8)
         found: list[tuple[Box, float]] = []
         radius = max(1, int(round(self.crop_size / 8 / self.params.context)))  # one target size, in stride-8 cells
@@ -312,12 +313,12 @@ class OnlineModel:
         map's corner, anywhere in the map (the target may be cut by the window's edge)."""
         flt = self.filters[stride]
         n = self.crop_size // stride
-        spatial = np.fft.irfft2(flt.numerator / (flt.denominator + flt.reg), s=(n, n), axes=(-2, -1))
+        spatial = fft.irfft2(flt.numerator / (flt.denominator + flt.reg), s=(n, n), axes=(-2, -1))
         height, width = features.shape[-2:]
         shape = (height + n, width + n)
         placed = np.zeros((spatial.shape[0], *shape), np.float32)
         placed[:, :n, :n] = spatial
         z = np.zeros_like(placed)
         z[:, n // 2: n // 2 + height, n // 2: n // 2 + width] = normalize_layer(features)
-        spec = np.sum(np.conj(np.fft.rfft2(placed, axes=(-2, -1))) * np.fft.rfft2(z, axes=(-2, -1)), axis=0)
-        return np.fft.irfft2(spec, s=shape)[:height, :width]
+        spec = np.sum(np.conj(fft.rfft2(placed, axes=(-2, -1))) * fft.rfft2(z, axes=(-2, -1)), axis=0)
+        return fft.irfft2(spec, s=shape)[:height, :width]
