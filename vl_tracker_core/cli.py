@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import math
 import sys
 import time
 from collections.abc import Callable
@@ -490,8 +491,10 @@ def _run_track(args: argparse.Namespace) -> None:
     summary = track_input(tracker, source, text, args.out, init_box=box)
     why = ("tracking starts from the given box" if box is not None else
            "grounding: proposals on the whole frame and the matcher, once")
-    print(f"first frame {summary['first_ms']:.0f} ms ({summary['first_state']}; {why}); "
-          f"tracking frames {summary['tracking_mean_ms']:.1f} ms on average")
+    tracking_ms = summary["tracking_mean_ms"]
+    tracking = (f"tracking frames {tracking_ms:.1f} ms on average" if math.isfinite(tracking_ms) else
+                "no tracking frame (the description was never grounded: try --init-box, or a --grounder)")
+    print(f"first frame {summary['first_ms']:.0f} ms ({summary['first_state']}; {why}); {tracking}")
     print(f"{summary['frames']} frames, target tracked on {summary['tracked_frames']}, "
           f"{summary['mean_ms']:.1f} ms/frame; skipped {summary['skipped_frames']} unreadable")
     print(f"video: {summary['video']}\nper-frame results: {args.out / 'track.csv'}, {args.out / 'track.json'}")
