@@ -24,9 +24,9 @@ class BlobEngine:
     name = "blob"
 
     def __init__(self) -> None:
-        # The tracking crop of the earlier default (256 px, window 384): this engine's "trunk" is average-pooled
-        # pixels, which at the shipped 192 px (12 stride-16 cells) blur the 20-px blobs these tests move by
-        # 6 px a frame (IoU 0.45 against 0.89). The real trunk at 192 px: BENCHMARKS.md, "Speed (v4)".
+        # Pinned to a 256-px tracking crop (window 384), the shipped default, whatever the default becomes: this
+        # engine's "trunk" is average-pooled pixels, which at 192 px (12 stride-16 cells) blur the 20-px blobs
+        # these tests move by 6 px a frame (IoU 0.45 against 0.89).
         self.config = dataclasses.replace(preset("tiny"), online_crop_size=256, redetect_size=384)
         self.text_calls = 0
         self.feature_calls = 0

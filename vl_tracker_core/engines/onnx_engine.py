@@ -64,8 +64,8 @@ class OnnxEngine(ExportedEngine):
         # Each graph has its own session and thread pool; threads that spin after a run take the cores from the
         # next graph (the tracker runs several per frame): on 2 cores that doubled every network's time.
         options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-        # Memory patterns pre-plan one block per session and shape; seven sessions kept 60 MB that way (peak
-        # RSS 424 -> 361 MB in `vl-tracker bench`, same speed).
+        # Memory patterns pre-plan one block per session and shape: seven sessions kept about 60 MB of peak RSS
+        # that way in `vl-tracker bench`, for no speed.
         options.enable_mem_pattern = False
         self._sessions = {}
         self._outputs: dict[str, list[str]] = {}

@@ -56,9 +56,9 @@ class ModelConfig:
     top_k: int = 5
     #: the online tracker's trunk inputs: the tracking crop's side, crops per scale check (one batched pass),
     #: and the side of the re-detection window searched while the target is lost (all static export shapes)
-    online_crop_size: int = 192
+    online_crop_size: int = 256
     online_scales: int = 3
-    redetect_size: int = 288
+    redetect_size: int = 384
     extra: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
