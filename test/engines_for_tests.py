@@ -30,6 +30,7 @@ class BlobEngine:
         self.config = dataclasses.replace(preset("tiny"), online_crop_size=256, redetect_size=384)
         self.text_calls = 0
         self.feature_calls = 0
+        self.feature_batches: list[int] = []
         self.match_calls = 0
 
     def encode_text(self, description: str) -> TextFeatures:
@@ -39,6 +40,7 @@ class BlobEngine:
     def features(self, patches: np.ndarray):
         """(N, S, S, 3) -> the patches average-pooled to stride 8 and 16 (black = no signal at all)."""
         self.feature_calls += 1
+        self.feature_batches.append(patches.shape[0])
         x = patches.astype(np.float32) / 255.0
         n, h, w, c = x.shape
 

@@ -69,13 +69,13 @@ def test_manifest_describes_static_graphs_and_hashes(export_dir, checkpoint):
     cfg = m["config"]
     L, H = cfg["max_text_tokens"], cfg["text_dim"]
     assert m["weights_sha256"] == sha256_file(checkpoint / WEIGHTS)
-    assert set(m["graphs"]) == {"text", "propose", "match", "verify", "trunk_crop", "trunk_scales", "trunk_window"}
+    assert set(m["graphs"]) == {"text", "propose", "match", "verify", "trunk_crop", "trunk_window"}
     text = m["graphs"]["text"]
     assert text["inputs"] == [{"name": "input_ids", "shape": [1, L], "dtype": "int64"},
                               {"name": "attention_mask", "shape": [1, L], "dtype": "int64"}]
     assert text["outputs"] == [{"name": "last_hidden_state", "shape": [1, L, H], "dtype": "float32"}]
-    s, n, r = cfg["online_crop_size"], cfg["online_scales"], cfg["redetect_size"]
-    for graph, batch, size in (("trunk_crop", 1, s), ("trunk_scales", n, s), ("trunk_window", 1, r)):
+    s, r = cfg["online_crop_size"], cfg["redetect_size"]
+    for graph, batch, size in (("trunk_crop", 1, s), ("trunk_window", 1, r)):
         trunk = m["graphs"][graph]
         assert trunk["inputs"] == [{"name": "patches", "shape": [batch, 3, size, size], "dtype": "float32"}]
         assert [o["name"] for o in trunk["outputs"]] == ["f8", "f16"]
@@ -154,13 +154,13 @@ def test_onnxruntime_matches_torch_on_generated_frames(torch_engine, ort_engine)
     first = scene.render(0)
     box0 = scene.target_box(0)
     template_match, _ = crop_around(first, box0, cfg.candidate_factor, cfg.candidate_size)
-    s, n, r = cfg.online_crop_size, cfg.online_scales, cfg.redetect_size
+    s, r = cfg.online_crop_size, cfg.redetect_size
     for t in range(0, FRAMES, 12):
         frame = scene.render(t)
         box = scene.target_box(t) or box0
-        crops = np.stack([crop_around(frame, box, 4.0 * 1.04 ** k, s)[0] for k in range(n)])
+        crop, _ = crop_around(frame, box, 4.0, s)
         window, _ = crop_around(frame, box, 6.0, r)
-        for patches in (crops[:1], crops, window[None]):
+        for patches in (crop[None], window[None]):
             for ref, got, tap in zip(torch_engine.features(patches), ort_engine.features(patches), ("f8", "f16"),
                                      strict=True):
                 assert ref.shape == got.shape
@@ -492,14 +492,14 @@ def test_bench_reports_each_backend_from_a_fresh_process(export_dir, tmp_path):
                        json_path=tmp_path / "bench.json", say=lines.append)
     ort = report["onnxruntime"]
     assert ort["available"] and ort["torch_imported"] is False
-    for key in ("trunk_crop_ms", "trunk_scales_ms", "trunk_window_ms", "propose_ms", "match_ms", "verify_ms",
+    for key in ("trunk_crop_ms", "trunk_window_ms", "propose_ms", "match_ms", "verify_ms",
                 "searching_ms",
                 "grounding_ms", "overhead_ms", "rss_mb", "convert_ms", "text_ms", "total_ms"):
         assert ort[key] > 0, key
     assert report["tensorrt"]["available"] is False and "TensorRT" in report["tensorrt"]["reason"]
     assert json.loads((tmp_path / "bench.json").read_text())["onnxruntime"]["total_ms"] == ort["total_ms"]
     assert ort["total_ms"] >= ort["trunk_crop_ms"]  # a tracking frame runs the trunk at least once
-    assert ort["trunk_scales_ms"] > ort["trunk_crop_ms"]  # three crops cost more than one
+    assert ort["trunk_window_ms"] > ort["trunk_crop_ms"]  # the re-detection window is the larger input
     assert ort["verify_ms"] < ort["match_ms"]  # two crops through the trunk (box, template), not eleven
     table = "\n".join(lines)
     assert "| total per tracking frame (median)" in table and "tensorrt: unavailable" in table
@@ -690,18 +690,17 @@ def test_tensorrt_engine_plumbing_matches_onnxruntime(fake_tensorrt, export_dir,
     with caplog.at_level(logging.WARNING, logger="vl_tracker_core"):
         engine = create_engine("tensorrt", export_dir, precision="fp16", cache_dir=tmp_path,
                                device_memory_kind="cuda-python")
-    assert sorted(builds) == ["match-fp16", "propose-fp16", "text-fp32", "trunk_crop-fp16", "trunk_scales-fp16",
-                              "trunk_window-fp16", "verify-fp16"]
-    assert caplog.text.count("building the TensorRT") == 7
+    assert sorted(builds) == ["match-fp16", "propose-fp16", "text-fp32", "trunk_crop-fp16", "trunk_window-fp16",
+                              "verify-fp16"]
+    assert caplog.text.count("building the TensorRT") == 6
     assert engine.gpu_name == "Fake GPU (sm_87)"
     scene = SyntheticScene(4, 8, SCENE)
     cfg = engine.config
     text = engine.encode_text(scene.description)
     np.testing.assert_array_equal(text.tokens, ort_engine.encode_text(scene.description).tokens)
     frame, box = scene.render(0), scene.target_box(0)
-    crops = np.stack([crop_around(frame, box, 4.0 * 1.04 ** k, cfg.online_crop_size)[0]
-                      for k in range(cfg.online_scales)])
-    for patches in (crops[:1], crops, crop_around(frame, box, 6.0, cfg.redetect_size)[0][None]):
+    crop = crop_around(frame, box, 4.0, cfg.online_crop_size)[0]
+    for patches in (crop[None], crop_around(frame, box, 6.0, cfg.redetect_size)[0][None]):
         for got, ref in zip(engine.features(patches), ort_engine.features(patches), strict=True):
             np.testing.assert_array_equal(got, ref)
     tracker = VLTracker(engine)
@@ -717,5 +716,4 @@ def test_tensorrt_engine_plumbing_matches_onnxruntime(fake_tensorrt, export_dir,
     assert builds == []
     # fp32 is another key: built anew (the text engine, fp32 either way, is shared).
     create_engine("tensorrt", export_dir, precision="fp32", cache_dir=tmp_path, device_memory_kind="cuda-python")
-    assert sorted(builds) == ["match-fp32", "propose-fp32", "trunk_crop-fp32", "trunk_scales-fp32",
-                              "trunk_window-fp32", "verify-fp32"]
+    assert sorted(builds) == ["match-fp32", "propose-fp32", "trunk_crop-fp32", "trunk_window-fp32", "verify-fp32"]

@@ -209,12 +209,26 @@ def test_searching_skips_the_verifier_where_the_online_model_rules_a_candidate_o
 def test_scale_follows_a_growing_target(tracker):
     tracker.set_target("the white square", box=(140, 100, 20, 20))
     tracker.step(frame((140, 100, 20, 20)))
+    tracker.engine.feature_batches.clear()
     for i in range(1, 25):
         side = 20 + i
         r = tracker.step(frame((150 - side // 2, 110 - side // 2, side, side)))
     # The true side grows 5 % a frame to 44; the estimate moves in 4 % steps halved by the smoothing (2 % a
     # frame at most, 32 px after 24 frames): it must have followed nearly all the way.
     assert r.box[2] > 28
+    # Every frame checked the size (scale_interval 1) with one crop through the trunk: the other sizes are its
+    # maps resampled.
+    assert tracker.engine.feature_batches == [1] * 24
+
+
+def test_scale_follows_a_shrinking_target():
+    t = VLTracker(BlobEngine(), PARAMS)
+    t.set_target("the white square", box=(130, 90, 40, 40))
+    t.step(frame((130, 90, 40, 40)))
+    for i in range(1, 25):
+        side = 40 - i
+        r = t.step(frame((150 - side // 2, 110 - side // 2, side, side)))
+    assert r.state == TrackState.TRACKING and r.box[2] < 32  # true side 16; 2 % a frame at most: 24.6 px
     still = VLTracker(BlobEngine(), PARAMS)
     still.set_target("the white square", box=(140, 100, 20, 20))
     for _ in range(25):
@@ -374,3 +388,4 @@ def test_params_files_in_both_formats(tmp_path):
             load_params_file(bad)
     with pytest.raises(ValueError, match="cannot read"):
         load_params_file(tmp_path / "missing.yaml")
+

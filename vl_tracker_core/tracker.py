@@ -94,8 +94,8 @@ class TrackerParams:
     update_threshold: float = 0.35
     #: learning rate of the online model (0 = keep the first frame's model)
     learning_rate: float = 0.015
-    #: the online model checks the target's size (three crops in one batch) every k-th frame
-    scale_interval: int = 2
+    #: the online model checks the target's size (its crop's maps resampled one step either side) every k-th frame
+    scale_interval: int = 1
     #: how fast the online model's reference (the peak and PSR it calls "as sure as usual") follows the learned
     #: frames after the first ten; 0 = fixed. Real cameras need it to follow a changing look
     reference_rate: float = 0.05

@@ -1,8 +1,7 @@
 """Export folders and the on-disk cache, without importing torch.
 
 An export folder holds the ONNX graphs (``text``, ``propose``, ``match`` (K candidates), ``verify`` (one), and the trunk
-at the online tracker's three input shapes: ``trunk_crop``, ``trunk_scales``,
-``trunk_window``), a copy of the tokenizer files in ``tokenizer/`` and
+at the online tracker's two input shapes: ``trunk_crop`` and ``trunk_window``), a copy of the tokenizer files in ``tokenizer/`` and
 ``manifest.json`` describing every graph (file, sha256, input/output names,
 shapes and dtypes), the opset, the model config and the sha256 of the weights
 it came from. It is everything the onnxruntime and TensorRT backends need.
@@ -31,9 +30,10 @@ log = logging.getLogger(__name__)
 MANIFEST = "manifest.json"
 FORMAT = "vl_tracker-onnx"
 #: 3: the trunk graphs of the online tracker replace the learned head's template and track graphs;
-#: 4: ``verify``, the matcher on one candidate (the tracked box), beside ``match`` on K
-FORMAT_VERSION = 4
-GRAPHS = ("text", "propose", "match", "verify", "trunk_crop", "trunk_scales", "trunk_window")
+#: 4: ``verify``, the matcher on one candidate (the tracked box), beside ``match`` on K;
+#: 5: no ``trunk_scales`` (the scale check resamples the tracking crop's maps: one trunk pass per frame)
+FORMAT_VERSION = 5
+GRAPHS = ("text", "propose", "match", "verify", "trunk_crop", "trunk_window")
 TOKENIZER_DIR = "tokenizer"
 
 

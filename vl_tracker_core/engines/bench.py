@@ -69,7 +69,7 @@ class _TimedEngine:
     def features(self, patches):
         cfg = self.config
         kind = ("trunk_window" if patches.shape[1] == cfg.redetect_size and patches.shape[1] != cfg.online_crop_size
-                else "trunk_scales" if patches.shape[0] > 1 else "trunk_crop")
+                else "trunk_crop")
         return self._timed(kind, self.engine.features, patches)
 
     def propose(self, image):
@@ -176,7 +176,6 @@ def measure(backend: str, model: str | None, frames: int, threads: int | None, s
         "convert_ms": _median_ms(convert),
         "text_ms": _median_ms(text_times),
         "trunk_crop_ms": med("trunk_crop"),
-        "trunk_scales_ms": med("trunk_scales"),
         "trunk_window_ms": med("trunk_window"),
         "propose_ms": med("propose"),
         "match_ms": med("match"),
@@ -229,7 +228,6 @@ _ROWS = (
     ("image conversion (BGR8 -> RGB)", "convert_ms"),
     ("text encoding (once per description)", "text_ms"),
     ("trunk on the tracking crop (network)", "trunk_crop_ms"),
-    ("trunk on the scale check's crops, one batch (network)", "trunk_scales_ms"),
     ("trunk on the re-detection window (network)", "trunk_window_ms"),
     ("proposal network (whole frame, grounding)", "propose_ms"),
     ("matcher network, K candidates (grounding, global re-search)", "match_ms"),

@@ -4,7 +4,6 @@ Graphs (every shape fixed by the model config)::
 
     text          input_ids (1, L) int64, attention_mask (1, L) int64 -> last_hidden_state (1, L, H)
     trunk_crop    patches (1, 3, S, S): the online tracker's crop    -> f8 (1, C8, S/8, S/8), f16 (1, C16, S/16, S/16)
-    trunk_scales  patches (n, 3, S, S): its scale check, one batch   -> f8, f16 with batch n
     trunk_window  patches (1, 3, R, R): the re-detection window      -> f8 (1, C8, R/8, R/8), f16
     propose       image (1, 3, G, G)                                 -> boxes (1, K, 4), scores (1, K)
     match     text_tokens, text_mask, crops (1, K, 3, C, C), geometry (1, K, 6), cand_mask (1, K),
@@ -296,8 +295,6 @@ def export_model(out_dir: str | os.PathLike, model: str | os.PathLike | None = N
         jobs: list[tuple[str, nn.Module, tuple[str, ...], tuple[str, ...], list[list[torch.Tensor]]]] = [
             ("text", text_graph, ("input_ids", "attention_mask"), ("last_hidden_state",), [ids, ids_verify]),
             ("trunk_crop", trunk_graph, ("patches",), TrunkGraph.OUTPUTS, patches(1, cfg.online_crop_size)),
-            ("trunk_scales", trunk_graph, ("patches",), TrunkGraph.OUTPUTS,
-             patches(cfg.online_scales, cfg.online_crop_size)),
             ("trunk_window", trunk_graph, ("patches",), TrunkGraph.OUTPUTS, patches(1, cfg.redetect_size)),
             ("propose", propose_graph, ("image",), ProposeGraph.OUTPUTS,
              [[image(cfg.ground_size)] for _ in feats]),

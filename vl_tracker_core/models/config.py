@@ -54,8 +54,9 @@ class ModelConfig:
     max_text_tokens: int = 24
     #: peaks returned per tracking pass of the learned head (training's validation only)
     top_k: int = 5
-    #: the online tracker's trunk inputs: the tracking crop's side, crops per scale check (one batched pass),
-    #: and the side of the re-detection window searched while the target is lost (all static export shapes)
+    #: the online tracker: the tracking crop's side (a static export shape), the sizes its scale check compares
+    #: (the crop's maps resampled; odd: the current size and as many steps either side), and the side of the
+    #: re-detection window searched while the target is lost (a static export shape)
     online_crop_size: int = 256
     online_scales: int = 3
     redetect_size: int = 384

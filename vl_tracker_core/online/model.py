@@ -9,8 +9,8 @@ next frame's crop:
   learns the target, not the background the camera is moving past (the searched features are not masked);
 - the search crop is centred where constant-velocity motion puts the target;
 - the two taps' responses are fused on a finer grid by Fourier interpolation;
-- scale: the crop at the current size and one step either side, in one batched trunk pass, every
-  ``scale_interval``-th frame (one crop on the others);
+- scale: one trunk pass per frame; the sizes one step either side are that crop's maps resampled about its
+  centre (band-limited, so no size is favoured by blur), checked every ``scale_interval``-th frame;
 - a frame's quality is the fused peak and its peak-to-sidelobe ratio, each against a reference: their mean
   over the first learned frames, then a slow running average (1.0 = as sure as usual). On real video a
   look that changes over many frames keeps the quality near 1; with the reference fixed (rate 0) a model
@@ -70,9 +70,9 @@ class OnlineParams:
     weight8: float = 0.5
     #: scale step between the crops of a scale check, penalty of a changed scale, smoothing of the size
     scale_step: float = 1.04
-    scale_penalty: float = 0.97
+    scale_penalty: float = 0.985
     scale_smoothing: float = 0.5
-    #: run the three-crop scale check every k-th frame (1 = every frame)
+    #: run the scale check every k-th frame (1 = every frame)
     scale_interval: int = 1
     #: constant-velocity prediction: the search centre is the position plus the velocity, an EMA (this weight
     #: for the newest displacement) of the per-frame displacements; 0 = search where the target was
@@ -135,6 +135,7 @@ class OnlineModel:
         self._frames = 0
         self._reference = (1.0, 1.0)  # peak, PSR
         self._learned = 0
+        self._resamplers: dict[tuple[int, float], np.ndarray] = {}
 
     # ------------------------------------------------------------------ public
     def initialize(self, frame: np.ndarray, box: Box) -> None:
@@ -176,9 +177,13 @@ class OnlineModel:
         check_scale = around is None and self.scales > 1 and self._frames % p.scale_interval == 0
         half = self.scales // 2
         factors = [p.scale_step ** k for k in range(-half, half + 1)] if check_scale else [1.0]
-        patches = np.stack([crop_square(frame, center, base * f, self.crop_size)[0] for f in factors])
-        f8, f16 = self.features(patches)
-        responses = self._fused((f16, f8), batch=True)
+        patch, _ = crop_square(frame, center, base, self.crop_size)
+        f8, f16 = self.features(patch[None])
+        # One trunk pass: the other sizes are its maps resampled about the crop centre. Normalised once, before
+        # resampling, so every size is measured on the same scale.
+        taps = (self._rescaled(16, normalize_layer(f16[0]), factors),
+                self._rescaled(8, normalize_layer(f8[0]), factors))
+        responses = self._fused(taps, batch=True, normalized=True)
         best = None
         for k, factor in enumerate(factors):
             value, dy, dx = peak(responses[k])
@@ -193,12 +198,13 @@ class OnlineModel:
         w = box[2] * (1.0 - p.scale_smoothing + p.scale_smoothing * factor)
         h = box[3] * (1.0 - p.scale_smoothing + p.scale_smoothing * factor)
         psr = sidelobe_ratio(responses[k], dy, dx, self._exclusion())
-        # Where the target lies in the chosen crop, for update(): in crop pixels from its centre.
-        shift = ((new_cy - center[1]) / side * self.crop_size, (new_cx - center[0]) / side * self.crop_size)
+        # What update() learns from: the crop the trunk saw (not a resampled map), and where the target lies in
+        # it, in crop pixels from its centre.
+        shift = ((new_cy - center[1]) / base * self.crop_size, (new_cx - center[0]) / base * self.crop_size)
         return Estimate(
             box=(new_cx - w / 2.0, new_cy - h / 2.0, w, h),
             peak=value, quality=self._relative(value, psr), psr=psr,
-            _sample=(f16[k], f8[k]), _shift=shift, _size_px=(w, h), _side=side,
+            _sample=(f16[0], f8[0]), _shift=shift, _size_px=(w, h), _side=base,
         )
 
     def accept(self, estimate: Estimate) -> None:
@@ -291,8 +297,9 @@ class OnlineModel:
             label = gaussian_label(n, n, (shift_px[0] / stride, shift_px[1] / stride), sigma)
             self.filters[stride].fit(x, label, rate)
 
-    def _fused(self, sample: tuple[np.ndarray, np.ndarray], batch: bool) -> np.ndarray:
-        """Fused response (N, R, R) (or (R, R) without batch) of both taps on the common grid."""
+    def _fused(self, sample: tuple[np.ndarray, np.ndarray], batch: bool, normalized: bool = False) -> np.ndarray:
+        """Fused response (N, R, R) (or (R, R) without batch) of both taps on the common grid; ``normalized``:
+        the maps are already scaled per layer."""
         p = self.params
         out = None
         size = (p.response_size, p.response_size)
@@ -300,12 +307,45 @@ class OnlineModel:
             if weight <= 0:
                 continue
             x = features if batch else features[None]
-            x = np.stack([normalize_layer(f) for f in x]) * self._windows[stride][None, None]
+            if not normalized:
+                x = np.stack([normalize_layer(f) for f in x])
+            x = x * self._windows[stride][None, None]
             n = self.crop_size // stride
             up = upsample_spectrum(self.filters[stride].spectrum(x), (n, n), size)
             out = weight * up if out is None else out + weight * up
         out = out / (p.weight16 + p.weight8)
         return out if batch else out[0]
+
+    def _rescaled(self, stride: int, features: np.ndarray, factors: list[float]) -> np.ndarray:
+        """(len(factors), C, n, n): the one crop's map (C, n, n) as the crop ``factor`` times as wide would show
+        it, resampled about the crop centre (``_resampler``; factor 1 is the map itself)."""
+        c, n, _ = features.shape
+        out = np.empty((len(factors), c, n, n), np.float32)
+        for k, factor in enumerate(factors):
+            if factor == 1.0:
+                out[k] = features
+                continue
+            m = self._resampler(stride, factor)
+            # Columns as one (C*n x n) product over all channels, then rows.
+            out[k] = np.matmul(m, (features.reshape(c * n, n) @ m.T).reshape(c, n, n))
+        return out
+
+    def _resampler(self, stride: int, factor: float) -> np.ndarray:
+        """(n, n) band-limited interpolation: row i takes the map at ``c + (i - c) * factor``, c its centre, with
+        the periodic sinc (Dirichlet) kernel of an n-point grid. Unlike a linear one it does not blur, so a
+        resampled map's peak is not lowered against the map itself (which would freeze the size)."""
+        key = (stride, round(factor, 6))
+        matrix = self._resamplers.get(key)
+        if matrix is None:
+            n = self.crop_size // stride
+            c = n / 2.0 - 0.5
+            src = c + (np.arange(n) - c) * factor
+            x = src[:, None] - np.arange(n)[None, :]
+            with np.errstate(divide="ignore", invalid="ignore"):
+                kernel = np.sin(np.pi * x) / (n * np.tan(np.pi * x / n))
+            matrix = np.where(np.abs(np.sin(np.pi * x / n)) < 1e-9, 1.0, kernel).astype(np.float32)
+            self._resamplers[key] = matrix
+        return matrix
 
     def _correlate_map(self, stride: int, features: np.ndarray) -> np.ndarray:
         """The filter learned on the n x n crop grid slid over a larger map (C, H, W) -> (H, W) real. The map is
