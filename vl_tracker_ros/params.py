@@ -82,7 +82,8 @@ _TRACKER_DOCS: dict[str, tuple[str, float | None, float | None]] = {
     "reference_rate": ("how fast the online model's reference peak and PSR follow the learned frames after the "
                        "first ten (0 = fixed; real cameras need it to follow a changing look; "
                        "config/synthetic.yaml uses 0)", 0.0, 1.0),
-    "scale_interval": ("check the target's size (the crop's trunk maps resampled one step either side) every k-th frame",
+    "scale_interval": ("check the target's size (the crop's trunk maps resampled one step either side) "
+                       "every k-th frame",
                        1, 1000),
 }
 

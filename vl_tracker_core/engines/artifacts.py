@@ -1,7 +1,8 @@
 """Export folders and the on-disk cache, without importing torch.
 
 An export folder holds the ONNX graphs (``text``, ``propose``, ``match`` (K candidates), ``verify`` (one), and the trunk
-at the online tracker's two input shapes: ``trunk_crop`` and ``trunk_window``), a copy of the tokenizer files in ``tokenizer/`` and
+at the online tracker's two input shapes: ``trunk_crop`` and ``trunk_window``), a copy of the tokenizer
+files in ``tokenizer/`` and
 ``manifest.json`` describing every graph (file, sha256, input/output names,
 shapes and dtypes), the opset, the model config and the sha256 of the weights
 it came from. It is everything the onnxruntime and TensorRT backends need.
