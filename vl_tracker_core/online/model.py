@@ -110,7 +110,7 @@ class Estimate:
     peak: float
     quality: float
     psr: float
-    #: what ``update`` learns from: the chosen crop's features, and where the target lies in them
+    #: what ``update`` learns from: the crop's normalised maps (stride 16, stride 8), and where the target lies in them
     _sample: tuple[np.ndarray, np.ndarray] | None = None
     _shift: tuple[float, float] = (0.0, 0.0)
     _size_px: tuple[float, float] = (1.0, 1.0)
@@ -148,7 +148,7 @@ class OnlineModel:
         side = self.side(box)
         patch, _ = crop_square(frame, (cx, cy), side, self.crop_size)
         f8, f16 = self.features(patch[None])
-        sample = (f16[0], f8[0])
+        sample = (normalize_layer(f16[0]), normalize_layer(f8[0]))
         self._fit(sample, (0.0, 0.0), (box[2], box[3]), side, rate=1.0)
         # Until confident frames accumulate, the reference is the first frame's response to its own sample,
         # discounted: a filter answers its training sample more sharply than any later frame.
@@ -180,10 +180,10 @@ class OnlineModel:
         patch, _ = crop_square(frame, center, base, self.crop_size)
         f8, f16 = self.features(patch[None])
         # One trunk pass: the other sizes are its maps resampled about the crop centre. Normalised once, before
-        # resampling, so every size is measured on the same scale.
-        taps = (self._rescaled(16, normalize_layer(f16[0]), factors),
-                self._rescaled(8, normalize_layer(f8[0]), factors))
-        responses = self._fused(taps, batch=True, normalized=True)
+        # resampling, so every size is measured on the same scale (and update() learns from the same maps).
+        sample = (normalize_layer(f16[0]), normalize_layer(f8[0]))
+        taps = (self._rescaled(16, sample[0], factors), self._rescaled(8, sample[1], factors))
+        responses = self._fused(taps, batch=True)
         best = None
         for k, factor in enumerate(factors):
             value, dy, dx = peak(responses[k])
@@ -204,7 +204,7 @@ class OnlineModel:
         return Estimate(
             box=(new_cx - w / 2.0, new_cy - h / 2.0, w, h),
             peak=value, quality=self._relative(value, psr), psr=psr,
-            _sample=(f16[0], f8[0]), _shift=shift, _size_px=(w, h), _side=base,
+            _sample=sample, _shift=shift, _size_px=(w, h), _side=base,
         )
 
     def accept(self, estimate: Estimate) -> None:
@@ -283,33 +283,29 @@ class OnlineModel:
 
     def _fit(self, sample: tuple[np.ndarray, np.ndarray], shift_px: tuple[float, float], size_px: tuple[float, float],
              side: float, rate: float) -> None:
-        """Fit both taps: target ``shift_px`` (dy, dx crop pixels) from the crop centre, ``size_px`` frame pixels."""
+        """Fit both taps on the normalised maps ``sample`` (stride 16, stride 8): target ``shift_px`` (dy, dx crop
+        pixels) from the crop centre, ``size_px`` frame pixels."""
         p = self.params
         to_crop = self.crop_size / side
         for stride, features in zip(STRIDES, sample, strict=True):
             n = self.crop_size // stride
-            x = normalize_layer(features)
             reach = 0.5 * p.mask_factor * to_crop / stride
             half = (reach * size_px[1], reach * size_px[0])
             center = (n / 2.0 - 0.5 + shift_px[0] / stride, n / 2.0 - 0.5 + shift_px[1] / stride)
-            x = x * (self._windows[stride] * box_mask(n, n, center, half))[None]
+            x = features * (self._windows[stride] * box_mask(n, n, center, half))[None]
             sigma = p.sigma_factor * math.sqrt(size_px[0] * size_px[1]) * to_crop / stride
             label = gaussian_label(n, n, (shift_px[0] / stride, shift_px[1] / stride), sigma)
             self.filters[stride].fit(x, label, rate)
 
-    def _fused(self, sample: tuple[np.ndarray, np.ndarray], batch: bool, normalized: bool = False) -> np.ndarray:
-        """Fused response (N, R, R) (or (R, R) without batch) of both taps on the common grid; ``normalized``:
-        the maps are already scaled per layer."""
+    def _fused(self, sample: tuple[np.ndarray, np.ndarray], batch: bool) -> np.ndarray:
+        """Fused response (N, R, R) (or (R, R) without batch) of both taps' normalised maps on the common grid."""
         p = self.params
         out = None
         size = (p.response_size, p.response_size)
         for stride, features, weight in zip(STRIDES, sample, (p.weight16, p.weight8), strict=True):
             if weight <= 0:
                 continue
-            x = features if batch else features[None]
-            if not normalized:
-                x = np.stack([normalize_layer(f) for f in x])
-            x = x * self._windows[stride][None, None]
+            x = (features if batch else features[None]) * self._windows[stride][None, None]
             n = self.crop_size // stride
             up = upsample_spectrum(self.filters[stride].spectrum(x), (n, n), size)
             out = weight * up if out is None else out + weight * up
